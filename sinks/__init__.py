@@ -1,0 +1,1 @@
+"""Postgres: migrations, lead state, the send ledger and campaign stats."""

@@ -1,0 +1,292 @@
+"""Configuration from the environment, with documented defaults.
+
+Every knob leadflow has is one field of :class:`Settings`. Each field names
+its environment variable and says what it does; ``leadflow config`` prints
+the table (docs/CONFIGURATION.md is generated from it and a test keeps the
+two in step). Nothing else in the code reads ``os.environ`` for leadflow
+settings, so this module is the whole list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from streams.errors import ConfigError
+
+__all__ = [
+    "REPO_ROOT",
+    "Settings",
+    "get_settings",
+    "load_from_env",
+    "setting",
+    "settings_table",
+]
+
+_T = TypeVar("_T")
+
+#: The checkout this package runs from (an editable install is assumed).
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, doc: str) -> dict[str, str]:
+    return {"env": name, "doc": doc}
+
+
+def setting(default: Any, env: str, doc: str) -> Any:
+    """A settings-dataclass field read from environment variable ``env``.
+
+    Other packages (providers, the simulator) declare their own frozen
+    settings dataclasses with this and load them with :func:`load_from_env`.
+    """
+    return field(default=default, metadata=_env(env, doc))
+
+
+def load_from_env(cls: type[_T], environ: Mapping[str, str] | None = None) -> _T:
+    """Instantiate settings dataclass ``cls`` from ``environ`` (default ``os.environ``).
+
+    Empty or unset variables keep their defaults. Raises :class:`ConfigError`
+    naming the variable when a value does not parse.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        name = f.metadata["env"]
+        raw = env.get(name)
+        if raw is None or raw == "":
+            continue
+        values[f.name] = _parse(name, raw, f.type)
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All leadflow settings. Build with :meth:`from_env`."""
+
+    # --- where things live ---------------------------------------------------
+    home: Path = field(
+        default=Path(".leadflow"),
+        metadata=_env(
+            "LEADFLOW_HOME",
+            "Folder for local services' data and logs (git-ignored). "
+            "Relative paths are taken from the current directory.",
+        ),
+    )
+    cache_dir: Path = field(
+        default=Path("~/.cache/leadflow"),
+        metadata=_env(
+            "LEADFLOW_CACHE_DIR",
+            "Cache outside git for downloaded Kafka jars; survives clean clones.",
+        ),
+    )
+    schemas_dir: Path = field(
+        default=REPO_ROOT / "schemas",
+        metadata=_env("LEADFLOW_SCHEMAS_DIR", "Folder of Avro .avsc schema files."),
+    )
+
+    # --- Kafka ---------------------------------------------------------------
+    kafka_bootstrap: str = field(
+        default="",
+        metadata=_env(
+            "LEADFLOW_KAFKA_BOOTSTRAP",
+            "Bootstrap servers of an existing Kafka cluster (host:port,...). "
+            "When set, `leadflow infra up` starts no broker and uses this one.",
+        ),
+    )
+    kafka_port: int = field(
+        default=9092,
+        metadata=_env("LEADFLOW_KAFKA_PORT", "Client port of the local broker."),
+    )
+    kafka_controller_port: int = field(
+        default=9093,
+        metadata=_env(
+            "LEADFLOW_KAFKA_CONTROLLER_PORT", "KRaft controller port of the local broker."
+        ),
+    )
+    kafka_heap_mb: int = field(
+        default=512,
+        metadata=_env("LEADFLOW_KAFKA_HEAP_MB", "JVM heap of the local broker, in MiB."),
+    )
+    kafka_start_timeout_s: float = field(
+        default=90.0,
+        metadata=_env(
+            "LEADFLOW_KAFKA_START_TIMEOUT_S",
+            "Seconds to wait for the local broker to answer after starting it.",
+        ),
+    )
+    topic_prefix: str = field(
+        default="",
+        metadata=_env(
+            "LEADFLOW_TOPIC_PREFIX",
+            "Prefix for every topic and consumer group name (isolates test runs).",
+        ),
+    )
+    topic_partitions: int = field(
+        default=8,
+        metadata=_env(
+            "LEADFLOW_TOPIC_PARTITIONS",
+            "Default partition count for catalog topics (the catalog may override).",
+        ),
+    )
+    topic_replication: int = field(
+        default=1,
+        metadata=_env("LEADFLOW_TOPIC_REPLICATION", "Replication factor for new topics."),
+    )
+
+    # --- Postgres ------------------------------------------------------------
+    database_url: str = field(
+        default="",
+        metadata=_env(
+            "LEADFLOW_DATABASE_URL",
+            "libpq URL of an existing database (postgresql://user@host:port/db). "
+            "When set, `leadflow infra up` starts no Postgres and uses this one.",
+        ),
+    )
+    pg_port: int = field(
+        default=5432,
+        metadata=_env("LEADFLOW_PG_PORT", "Port of the local Postgres cluster."),
+    )
+    pg_bindir: str = field(
+        default="",
+        metadata=_env(
+            "LEADFLOW_PG_BINDIR",
+            "Folder with initdb/pg_ctl/postgres; found under /usr/lib/postgresql when empty.",
+        ),
+    )
+    pg_database: str = field(
+        default="leadflow",
+        metadata=_env("LEADFLOW_PG_DATABASE", "Database name in the local cluster."),
+    )
+
+    # --- the worker ----------------------------------------------------------
+    web_port: int = field(
+        default=6066,
+        metadata=_env(
+            "LEADFLOW_WEB_PORT", "Worker web server port (/metrics, /health, webhooks)."
+        ),
+    )
+    time_scale: float = field(
+        default=1.0,
+        metadata=_env(
+            "LEADFLOW_TIME_SCALE",
+            "Campaign clock speed relative to wall time (3600 = an hour a second).",
+        ),
+    )
+    log_level: str = field(
+        default="info",
+        metadata=_env("LEADFLOW_LOG_LEVEL", "Log level: debug, info, warning, error."),
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``).
+
+        Raises :class:`ConfigError` naming the variable when a value does not
+        parse.
+        """
+        settings = load_from_env(cls, environ)
+        settings._validate()
+        return settings
+
+    def _validate(self) -> None:
+        for name, port in (
+            ("LEADFLOW_KAFKA_PORT", self.kafka_port),
+            ("LEADFLOW_KAFKA_CONTROLLER_PORT", self.kafka_controller_port),
+            ("LEADFLOW_PG_PORT", self.pg_port),
+            ("LEADFLOW_WEB_PORT", self.web_port),
+        ):
+            if not 0 < port < 65536:
+                raise ConfigError(f"{name}={port} is not a TCP port (1-65535)")
+        if self.topic_partitions < 1:
+            raise ConfigError(f"LEADFLOW_TOPIC_PARTITIONS={self.topic_partitions} must be >= 1")
+        if self.time_scale <= 0:
+            raise ConfigError(f"LEADFLOW_TIME_SCALE={self.time_scale} must be > 0")
+        if self.kafka_heap_mb < 128:
+            raise ConfigError(f"LEADFLOW_KAFKA_HEAP_MB={self.kafka_heap_mb} must be >= 128")
+
+    # --- derived values ------------------------------------------------------
+    @property
+    def home_dir(self) -> Path:
+        """Absolute state folder."""
+        return self.home.expanduser().resolve()
+
+    @property
+    def cache_path(self) -> Path:
+        """Absolute cache folder."""
+        return self.cache_dir.expanduser().resolve()
+
+    @property
+    def uses_external_kafka(self) -> bool:
+        """True when ``LEADFLOW_KAFKA_BOOTSTRAP`` names a cluster to use as is."""
+        return bool(self.kafka_bootstrap)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Where clients connect: the external cluster or the local broker."""
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def uses_external_database(self) -> bool:
+        """True when ``LEADFLOW_DATABASE_URL`` names a database to use as is."""
+        return bool(self.database_url)
+
+    @property
+    def dsn(self) -> str:
+        """libpq URL of the leadflow database."""
+        return self.database_url or (
+            f"postgresql://leadflow@127.0.0.1:{self.pg_port}/{self.pg_database}"
+        )
+
+    def topic_name(self, base: str) -> str:
+        """Full topic name for a catalog name such as ``raw``."""
+        return f"{self.topic_prefix}{base}"
+
+
+def _parse(name: str, raw: str, type_name: Any) -> Any:
+    kind = str(type_name)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            if raw.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if raw.lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if kind == "Path":
+            return Path(raw)
+        return raw
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind}") from None
+
+
+def settings_table(cls: type[Any] = Settings) -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every field of ``cls``, in order."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default
+        if isinstance(default, Path) and default.is_absolute():
+            try:
+                default = "<repo>/" + str(default.relative_to(REPO_ROOT))
+            except ValueError:
+                pass
+        shown = "(unset)" if default == "" else str(default)
+        rows.append((f.metadata["env"], shown, f.metadata["doc"]))
+    return rows
+
+
+_cached: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """Settings from the process environment, built once."""
+    global _cached
+    if _cached is None:
+        _cached = Settings.from_env()
+    return _cached
