@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource
+from confluent_kafka.cimpl import NewTopic
 
 from streams.errors import TopicError
 from streams.settings import Settings
@@ -41,9 +44,7 @@ def _live_topics(admin: AdminClient) -> dict[str, int]:
     return {name: len(t.partitions) for name, t in meta.topics.items()}
 
 
-def ensure_topics(
-    settings: Settings, catalog: tuple[TopicSpec, ...] = CATALOG
-) -> list[str]:
+def ensure_topics(settings: Settings, catalog: tuple[TopicSpec, ...] = CATALOG) -> list[str]:
     """Create every catalog topic that is missing. Returns the names created."""
     admin = admin_client(settings)
     live = _live_topics(admin)
@@ -68,7 +69,19 @@ def ensure_topics(
                 continue  # created concurrently by another process
             raise TopicError(f"cannot create topic {name}: {exc}") from exc
         created.append(name)
+    _wait_visible(admin, created)
     return created
+
+
+def _wait_visible(admin: AdminClient, names: list[str]) -> None:
+    """Wait until new topics show in metadata (creation is acked before that)."""
+    deadline = time.monotonic() + _TIMEOUT_S
+    while time.monotonic() < deadline:
+        live = _live_topics(admin)
+        if all(name in live for name in names):
+            return
+        time.sleep(0.1)
+    raise TopicError(f"created topics did not appear in metadata within {_TIMEOUT_S:.0f} s")
 
 
 def check_topics(settings: Settings, catalog: tuple[TopicSpec, ...] = CATALOG) -> list[Drift]:
@@ -100,5 +113,7 @@ def check_topics(settings: Settings, catalog: tuple[TopicSpec, ...] = CATALOG) -
             got = configs.get(key)
             got_value = None if got is None else got.value
             if got_value != want_value:
-                drift.append(Drift(resource.name, f"{key} is {got_value}, catalog says {want_value}"))
+                drift.append(
+                    Drift(resource.name, f"{key} is {got_value}, catalog says {want_value}")
+                )
     return sorted(drift, key=lambda d: (d.topic, d.problem))

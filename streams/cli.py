@@ -47,7 +47,7 @@ class _LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name == "worker":
-            return _WORKER_STUB
+            return _worker_stub
         target = COMMANDS.get(cmd_name)
         if target is None:
             return None
@@ -62,7 +62,7 @@ class _LazyGroup(click.Group):
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
     help="Run the Faust worker (all agents). Takes Faust's worker options, e.g. -l info.",
 )
-def _WORKER_STUB() -> None:  # pragma: no cover - dispatched before click runs
+def _worker_stub() -> None:  # pragma: no cover - dispatched before click runs
     raise click.UsageError("worker is dispatched to Faust")
 
 

@@ -13,6 +13,7 @@ family in one place and print or route it without a traceback::
     ├── TopicError                   topic catalog problems
     │   └── TopicDriftError          live topics disagree with the catalog
     ├── DatabaseError                migrations or sink writes failed
+    ├── IllegalTransitionError       a lead state change the state machine forbids
     ├── CodecError                   a payload could not be encoded or decoded
     │   ├── NotSingleObjectError     no ``C3 01`` marker
     │   ├── UnknownFingerprintError  writer schema not found in ``schemas/``
@@ -30,6 +31,7 @@ __all__ = [
     "CodecError",
     "ConfigError",
     "DatabaseError",
+    "IllegalTransitionError",
     "InfraError",
     "LeadflowError",
     "NotSingleObjectError",
@@ -99,6 +101,21 @@ class DatabaseError(LeadflowError):
     """A Postgres operation (migration, sink write) failed."""
 
     reason = "database"
+
+
+class IllegalTransitionError(LeadflowError):
+    """A lead state change that the state machine does not allow.
+
+    It is recorded (timeline, dead-letter) and never applied.
+    """
+
+    reason = "illegal_transition"
+
+    def __init__(self, from_state: str | None, to_state: str, detail: str = "") -> None:
+        self.from_state = from_state
+        self.to_state = to_state
+        extra = f": {detail}" if detail else ""
+        super().__init__(f"illegal lead transition {from_state or '(none)'} -> {to_state}{extra}")
 
 
 class CodecError(LeadflowError):

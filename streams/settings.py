@@ -9,6 +9,7 @@ settings, so this module is the whole list.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Mapping
@@ -165,8 +166,13 @@ class Settings:
     # --- the worker ----------------------------------------------------------
     web_port: int = field(
         default=6066,
+        metadata=_env("LEADFLOW_WEB_PORT", "Worker web server port (/metrics, /health, webhooks)."),
+    )
+    web_bind: str = field(
+        default="127.0.0.1",
         metadata=_env(
-            "LEADFLOW_WEB_PORT", "Worker web server port (/metrics, /health, webhooks)."
+            "LEADFLOW_WEB_BIND",
+            "Address the worker web server binds (0.0.0.0 inside a container).",
         ),
     )
     time_scale: float = field(
@@ -272,10 +278,8 @@ def settings_table(cls: type[Any] = Settings) -> list[tuple[str, str, str]]:
     for f in dataclasses.fields(cls):
         default = f.default
         if isinstance(default, Path) and default.is_absolute():
-            try:
+            with contextlib.suppress(ValueError):
                 default = "<repo>/" + str(default.relative_to(REPO_ROOT))
-            except ValueError:
-                pass
         shown = "(unset)" if default == "" else str(default)
         rows.append((f.metadata["env"], shown, f.metadata["doc"]))
     return rows

@@ -29,4 +29,6 @@ def status() -> None:
     """List migrations and whether each is applied."""
     waiting = {m.version for m in pending(get_settings().dsn)}
     for m in discover():
-        click.echo(f"{m.version:04d}_{m.name:<30} {'pending' if m.version in waiting else 'applied'}")
+        click.echo(
+            f"{m.version:04d}_{m.name:<30} {'pending' if m.version in waiting else 'applied'}"
+        )

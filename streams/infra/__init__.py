@@ -1,1 +1,4 @@
-"""Local services without Docker: a KRaft Kafka broker from Maven jars and a project-owned Postgres cluster."""
+"""Local services without Docker.
+
+A KRaft Kafka broker from Maven jars, and a project-owned Postgres cluster.
+"""

@@ -202,7 +202,10 @@ class LocalKafka:
             self.pid_file.unlink(missing_ok=True)
             raise
         how = "fetched jars, " if fetched else ""
-        return f"Kafka {self.version} started at {self.address} (pid {proc.pid}; {how}logs {self.log_file})"
+        return (
+            f"Kafka {self.version} started at {self.address} "
+            f"(pid {proc.pid}; {how}logs {self.log_file})"
+        )
 
     def down(self) -> str:
         """Stop our broker (SIGTERM, then SIGKILL after 30 s)."""
@@ -310,6 +313,6 @@ def _broker_answers(address: str) -> bool:
     admin = AdminClient({"bootstrap.servers": address, "log_level": 0})
     try:
         meta = admin.list_topics(timeout=3)
-    except Exception:  # noqa: BLE001 - any failure here means "not ready yet"
+    except Exception:  # any failure here means "not ready yet"
         return False
     return bool(meta.brokers)

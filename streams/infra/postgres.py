@@ -101,9 +101,8 @@ class LocalPostgres:
         """Start the cluster unless it runs; create roles and database. Returns what was done."""
         if self.settings.uses_external_database:
             if not _can_connect(self.settings.database_url):
-                raise ServiceStartError(
-                    f"cannot connect to LEADFLOW_DATABASE_URL ({_redact(self.settings.database_url)})"
-                )
+                where = _redact(self.settings.database_url)
+                raise ServiceStartError(f"cannot connect to LEADFLOW_DATABASE_URL ({where})")
             return "using external Postgres (LEADFLOW_DATABASE_URL); started nothing"
         if self._pid() is not None:
             self._ensure_database()
@@ -123,8 +122,19 @@ class LocalPostgres:
             f"-k {self.socket_dir} -c shared_buffers=64MB -c max_connections=200"
         )
         proc = self._run(
-            [str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
-             "-o", opts, "-w", "-t", "60", "start"],
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
         )
         if proc.returncode != 0:
             raise ServiceStartError(
@@ -202,8 +212,17 @@ class LocalPostgres:
         self._chown(self.data_dir.parent)
         self._chown(self.data_dir)
         proc = self._run(
-            [str(bindir / "initdb"), "-D", str(self.data_dir), "-U", _PG_USER,
-             "--auth=trust", "--encoding=UTF8", "--no-locale", "--no-instructions"],
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                _PG_USER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-instructions",
+            ],
         )
         if proc.returncode != 0:
             raise ServiceStartError(f"initdb failed: {proc.stdout.strip()[-500:]}")
@@ -239,7 +258,11 @@ class LocalPostgres:
         if self.is_root:
             cmd = ["runuser", "-u", _PG_USER, "--", *cmd]
         return subprocess.run(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
             cwd="/",
         )
 
@@ -291,8 +314,8 @@ def _redact(dsn: str) -> str:
     with contextlib.suppress(Exception):
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-        params = conninfo_to_dict(dsn)
+        params = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
         if params.get("password"):
-            params["password"] = "***"
-        return make_conninfo(**params)
+            params["password"] = "***"  # noqa: S105 - a mask, not a password
+        return make_conninfo("", **params)
     return "<unparseable dsn>"

@@ -1,0 +1,46 @@
+"""The Faust application: one app, configured from :mod:`streams.settings`.
+
+``leadflow worker`` runs it (see :mod:`streams.cli`). Agents live in the
+``agents`` package, one module per stage, and are found by autodiscovery.
+Buffer and commit settings are chosen deliberately; docs/ARCHITECTURE.md
+explains each.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from streams.settings import get_settings
+
+__all__ = ["app", "create_app"]
+
+
+def create_app() -> faust.App:
+    """Build the Faust app from the environment's settings."""
+    s = get_settings()
+    return faust.App(
+        s.topic_name("leadflow"),  # the app id; also names consumer groups and changelogs
+        broker=[f"kafka://{hostport.strip()}" for hostport in s.bootstrap_servers.split(",")],
+        autodiscover=["agents"],
+        origin="streams",
+        # Every worker stores its table state in memory and rebuilds it from the
+        # changelog on start; the state table is small per lead.
+        store="memory://",
+        topic_partitions=s.topic_partitions,
+        topic_replication_factor=s.topic_replication,
+        # leadflow's topics come from the catalog (`leadflow topics`); Faust may
+        # still declare its own internal changelog topics.
+        topic_allow_declare=True,
+        web_port=s.web_port,
+        web_bind=s.web_bind,
+        web_in_thread=False,
+        # A partition counts as "under pressure" at this many buffered events:
+        # Faust stops fetching it until the buffer drains to 40 %. Small enough
+        # that a throttled provider's backlog stays in Kafka, not in memory.
+        stream_buffer_maxsize=1024,
+        producer_linger_ms=5,
+        logging_config=None,
+    )
+
+
+app = create_app()
