@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "schemas": "streams.commands.schemas:schemas",
     "config": "streams.commands.config:config",
     "smoke": "streams.commands.smoke:smoke",
+    "produce": "streams.commands.produce:produce",
     "sim": "simulator.cli:sim",
 }
 

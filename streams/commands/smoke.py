@@ -46,10 +46,13 @@ def smoke() -> None:
             delivered: list[tuple[int, int]] = []
 
             def on_delivery(
-                err: object, msg: object, sink: list[tuple[int, int]] = delivered
+                err: object,
+                msg: object,
+                sink: list[tuple[int, int]] = delivered,
+                where: str = topic,
             ) -> None:
                 if err is not None:
-                    raise LeadflowError(f"smoke: produce to {topic} failed: {err}")
+                    raise LeadflowError(f"smoke: produce to {where} failed: {err}")
                 sink.append((msg.partition(), msg.offset()))  # type: ignore[attr-defined]
 
             producer.produce(
