@@ -1,1 +1,5 @@
-"""Adapters to outside services (enrichment, SMS, voice, email, LLM) and the protection around every call."""
+"""Adapters to outside services and the protection around every call.
+
+Enrichment, SMS, voice, email and LLM adapters; rate limiting, circuit
+breaking, retries and cost accounting.
+"""

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "smoke": "streams.commands.smoke:smoke",
     "produce": "streams.commands.produce:produce",
     "sim": "simulator.cli:sim",
+    "campaign": "streams.commands.campaign:campaign",
 }
 
 #: Subcommands that belong to Faust's CLI and run the Faust app.

@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from streams.settings import REPO_ROOT, Settings, settings_table
+from streams.commands.config import all_settings_rows
+from streams.settings import REPO_ROOT, Settings
 
 
 def _compose() -> dict[str, Any]:
@@ -19,7 +20,7 @@ def _compose() -> dict[str, Any]:
 
 
 def _known_variables() -> set[str]:
-    return {row[0] for row in settings_table()}
+    return {row[0] for _, rows in all_settings_rows() for row in rows}
 
 
 def test_services_present() -> None:

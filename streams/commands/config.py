@@ -2,27 +2,52 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 import click
 
 from streams.settings import settings_table
 
-__all__ = ["config", "markdown_table"]
+__all__ = ["SETTINGS_CLASSES", "all_settings_rows", "config", "markdown"]
+
+#: (section title, "module:Class") of every settings dataclass in the project.
+SETTINGS_CLASSES: tuple[tuple[str, str], ...] = (
+    ("Core: services, topics, worker", "streams.settings:Settings"),
+    ("Provider simulator (`leadflow sim`)", "simulator.config:SimSettings"),
+)
 
 
-def markdown_table() -> str:
-    """The settings as a Markdown table (docs/CONFIGURATION.md is made from this)."""
-    lines = ["| Variable | Default | Meaning |", "|---|---|---|"]
-    for env, default, doc in settings_table():
-        lines.append(f"| `{env}` | `{default}` | {doc} |")
-    return "\n".join(lines)
+def _load(target: str) -> type[Any]:
+    module, _, name = target.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    assert isinstance(cls, type)
+    return cls
+
+
+def all_settings_rows() -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """(section, rows) for every settings class."""
+    return [(title, settings_table(_load(target))) for title, target in SETTINGS_CLASSES]
+
+
+def markdown() -> str:
+    """Every setting as Markdown tables (docs/CONFIGURATION.md is made from this)."""
+    parts: list[str] = []
+    for title, rows in all_settings_rows():
+        parts += [f"## {title}", "", "| Variable | Default | Meaning |", "|---|---|---|"]
+        parts += [f"| `{env}` | `{default}` | {doc} |" for env, default, doc in rows]
+        parts.append("")
+    return "\n".join(parts)
 
 
 @click.command()
-@click.option("--markdown", is_flag=True, help="Print a Markdown table.")
-def config(markdown: bool) -> None:
-    """Print leadflow's settings with their defaults."""
-    if markdown:
-        click.echo(markdown_table())
+@click.option("--markdown", "as_markdown", is_flag=True, help="Print Markdown tables.")
+def config(as_markdown: bool) -> None:
+    """Print every leadflow setting with its default."""
+    if as_markdown:
+        click.echo(markdown())
         return
-    for env, default, doc in settings_table():
-        click.echo(f"{env}={default}\n    {doc}")
+    for title, rows in all_settings_rows():
+        click.echo(f"# {title}")
+        for env, default, doc in rows:
+            click.echo(f"{env}={default}\n    {doc}")
