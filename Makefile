@@ -49,6 +49,7 @@ demo: install
 	$(BIN)/leadflow topics
 	$(BIN)/leadflow topics --check
 	$(BIN)/leadflow smoke
+	$(BIN)/leadflow demo
 
 # Regenerate docs made from code (a test fails when they are stale).
 docs: install

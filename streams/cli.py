@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "config": "streams.commands.config:config",
     "smoke": "streams.commands.smoke:smoke",
     "produce": "streams.commands.produce:produce",
+    "demo": "streams.commands.demo:demo",
     "sim": "simulator.cli:sim",
     "campaign": "streams.commands.campaign:campaign",
 }

@@ -12,6 +12,8 @@ family in one place and print or route it without a traceback::
     │   └── ServiceStartError        a service started but never became ready
     ├── TopicError                   topic catalog problems
     │   └── TopicDriftError          live topics disagree with the catalog
+    ├── TransientError               infrastructure briefly unavailable: retry the batch
+    │   └── DatabaseUnavailableError  Postgres unreachable (also a DatabaseError)
     ├── DatabaseError                migrations or sink writes failed
     ├── IllegalTransitionError       a lead state change the state machine forbids
     ├── CodecError                   a payload could not be encoded or decoded
@@ -31,6 +33,7 @@ __all__ = [
     "CodecError",
     "ConfigError",
     "DatabaseError",
+    "DatabaseUnavailableError",
     "IllegalTransitionError",
     "InfraError",
     "LeadflowError",
@@ -43,6 +46,7 @@ __all__ = [
     "ToolMissingError",
     "TopicDriftError",
     "TopicError",
+    "TransientError",
     "TruncatedPayloadError",
     "UnknownFingerprintError",
 ]
@@ -101,6 +105,23 @@ class DatabaseError(LeadflowError):
     """A Postgres operation (migration, sink write) failed."""
 
     reason = "database"
+
+
+class TransientError(LeadflowError):
+    """Infrastructure is briefly unavailable (Postgres down, broker unreachable).
+
+    A stage that meets it holds its batch, backs off and retries; it never
+    dead-letters leads for it. Holding the batch is the backpressure: the
+    partitions stop moving until the service is back.
+    """
+
+    reason = "transient"
+
+
+class DatabaseUnavailableError(TransientError, DatabaseError):
+    """Postgres could not be reached or the connection dropped mid-batch."""
+
+    reason = "database_unavailable"
 
 
 class IllegalTransitionError(LeadflowError):

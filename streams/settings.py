@@ -182,6 +182,14 @@ class Settings:
             "Campaign clock speed relative to wall time (3600 = an hour a second).",
         ),
     )
+    clock_start: str = field(
+        default="",
+        metadata=_env(
+            "LEADFLOW_CLOCK_START",
+            "Campaign-clock time (ISO 8601) when the clock is first anchored; empty = now. "
+            "The anchor is kept in Postgres so every worker and restart agrees.",
+        ),
+    )
     log_level: str = field(
         default="info",
         metadata=_env("LEADFLOW_LOG_LEVEL", "Log level: debug, info, warning, error."),

@@ -14,6 +14,7 @@ __all__ = ["SETTINGS_CLASSES", "all_settings_rows", "config", "markdown"]
 #: (section title, "module:Class") of every settings dataclass in the project.
 SETTINGS_CLASSES: tuple[tuple[str, str], ...] = (
     ("Core: services, topics, worker", "streams.settings:Settings"),
+    ("Providers: adapters, limits, breakers, retries", "providers.settings:ProviderSettings"),
     ("Provider simulator (`leadflow sim`)", "simulator.config:SimSettings"),
 )
 

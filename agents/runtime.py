@@ -1,0 +1,309 @@
+"""How every stage runs: batches, dead letters, durable outputs, then acks.
+
+A stage reads its input topic as raw bytes in batches
+(``stream.noack_take``), so nothing is acked behind its back. For each batch:
+
+1. each event is decoded; one that does not decode becomes a dead letter;
+2. the stage handles the decoded items and returns outputs and per-item
+   failures (a failure becomes a dead letter with its reason and origin);
+3. a :class:`~streams.errors.TransientError` (Postgres down) holds the whole
+   batch: back off and retry, never dead-letter for it. Any other exception
+   escaping the stage re-runs the batch one item at a time, so only the
+   poison item is dead-lettered;
+4. outputs and dead letters are produced and their delivery awaited;
+5. only then are the batch's events acked.
+
+Faust flushes its producer before it commits offsets, so table changelog
+writes made while handling are durable before the offset moves on. Offsets
+therefore never pass an event whose effects are not durable, and one poison
+message costs one dead letter, never a stalled partition or a dead worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from streams.codec import AvroCodec
+from streams.errors import CodecError, LeadflowError, TransientError
+
+__all__ = [
+    "ATTEMPT_HEADER",
+    "BatchResult",
+    "Item",
+    "Output",
+    "Stage",
+    "StageRunner",
+    "error_reason",
+]
+
+log = logging.getLogger(__name__)
+
+#: Header carrying how many times a record has been tried (kept by redrive).
+ATTEMPT_HEADER = "x-leadflow-attempt"
+_MAX_MESSAGE = 500
+
+
+@dataclass(frozen=True)
+class Output:
+    """One record to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass
+class Item:
+    """One input event, decoded."""
+
+    event: Any
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    payload: bytes
+    attempt: int
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lead_id(self) -> str:
+        """The lead this event is about."""
+        return str(self.record.get("lead_id") or (self.key or b"").decode("utf-8", "replace"))
+
+    @property
+    def campaign_id(self) -> str | None:
+        """The campaign, when the record names one."""
+        value = self.record.get("campaign_id")
+        return None if value is None else str(value)
+
+
+@dataclass
+class BatchResult:
+    """What a stage made of a batch."""
+
+    outputs: list[Output] = field(default_factory=list)
+    failures: list[tuple[Item, BaseException]] = field(default_factory=list)
+
+    def extend(self, other: BatchResult) -> None:
+        """Add another result's outputs and failures."""
+        self.outputs.extend(other.outputs)
+        self.failures.extend(other.failures)
+
+
+class Stage(ABC):
+    """One pipeline stage. Subclasses say what they read and how they handle a batch."""
+
+    #: Stage name, used in dead letters, logs and metric labels.
+    name: ClassVar[str]
+    #: Full Avro name of the input records.
+    input_schema: ClassVar[str]
+
+    @abstractmethod
+    async def handle(self, items: Sequence[Item]) -> BatchResult:
+        """Handle decoded items; put each item's own failure in ``failures``."""
+
+
+def error_reason(exc: BaseException) -> str:
+    """A short, label-safe reason for ``exc``."""
+    if isinstance(exc, LeadflowError):
+        return exc.reason
+    return "unexpected"
+
+
+def _safe_message(exc: BaseException) -> str:
+    """One line about ``exc``. Our own errors never carry contact data; others are cut short."""
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return line[:_MAX_MESSAGE]
+
+
+class StageRunner:
+    """Runs a :class:`Stage` over a Faust stream (see the module docstring)."""
+
+    def __init__(
+        self,
+        stage: Stage,
+        *,
+        producer: Any,
+        input_topic: str,
+        dead_letter_topic: str,
+        batch_size: int = 500,
+        batch_within: float = 0.05,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.stage = stage
+        self.producer = producer
+        self.input_topic = input_topic
+        self.dead_letter_topic = dead_letter_topic
+        self.batch_size = batch_size
+        self.batch_within = batch_within
+        self.max_backoff = max_backoff
+        self.codec = AvroCodec(stage.input_schema, subject=input_topic)
+        self.dead_codec = AvroCodec("leadflow.DeadLetter", subject=dead_letter_topic)
+        #: Counters the metrics module reads.
+        self.processed = 0
+        self.dead_lettered = 0
+        self.transient_retries = 0
+
+    async def run(self, stream: Any) -> None:
+        """Consume ``stream`` forever (the body of the Faust agent)."""
+        async for events in stream.noack_take(self.batch_size, within=self.batch_within):
+            await self.process(events)
+            for event in events:
+                await stream.ack(event)
+
+    async def process(self, events: Sequence[Any]) -> None:
+        """Handle one batch until its effects and outputs are durable."""
+        items: list[Item] = []
+        dead: list[Output] = []
+        for event in events:
+            item = self._item(event)
+            try:
+                item.record = self.codec.decode(item.payload)
+            except CodecError as exc:
+                dead.append(self.dead_letter(item, exc))
+                continue
+            items.append(item)
+        result = await self._handle_with_retry(items) if items else BatchResult()
+        outputs = list(result.outputs)
+        outputs += [self.dead_letter(item, exc) for item, exc in result.failures]
+        outputs += dead
+        await self._produce_with_retry(outputs)
+        self.processed += len(events)
+        self.dead_lettered += len(dead) + len(result.failures)
+
+    async def _handle_with_retry(self, items: Sequence[Item]) -> BatchResult:
+        delay = 0.2
+        while True:
+            try:
+                return await self.stage.handle(items)
+            except TransientError as exc:
+                self.transient_retries += 1
+                log.warning(
+                    "stage %s: %s; holding %d events, retrying in %.1f s",
+                    self.stage.name,
+                    _safe_message(exc),
+                    len(items),
+                    delay,
+                )
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, self.max_backoff)
+            except Exception as exc:  # isolate the poison item
+                log.warning(
+                    "stage %s: batch of %d failed (%s); retrying one by one",
+                    self.stage.name,
+                    len(items),
+                    type(exc).__name__,
+                )
+                return await self._one_by_one(items)
+
+    async def _one_by_one(self, items: Iterable[Item]) -> BatchResult:
+        result = BatchResult()
+        for item in items:
+            delay = 0.2
+            while True:
+                try:
+                    result.extend(await self.stage.handle([item]))
+                    break
+                except TransientError:
+                    self.transient_retries += 1
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.max_backoff)
+                except Exception as exc:
+                    result.failures.append((item, exc))
+                    break
+        return result
+
+    async def _produce_with_retry(self, outputs: Sequence[Output]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._produce(outputs)
+                return
+            except Exception as exc:  # broker hiccup: keep the batch, try again
+                self.transient_retries += 1
+                log.warning(
+                    "stage %s: producing %d records failed (%s); retrying in %.1f s",
+                    self.stage.name,
+                    len(outputs),
+                    type(exc).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff)
+
+    async def _produce(self, outputs: Sequence[Output]) -> None:
+        futures = [
+            await self.producer.send(
+                o.topic, o.key, o.value, o.partition, None, list(o.headers) or None
+            )
+            for o in outputs
+        ]
+        if futures:
+            await asyncio.gather(*futures)
+
+    def dead_letter(self, item: Item, exc: BaseException) -> Output:
+        """The dead-letter record for ``item`` failing with ``exc``."""
+        now = datetime.now(UTC)
+        record = {
+            "original_topic": item.topic,
+            "original_partition": item.partition,
+            "original_offset": item.offset,
+            "original_key": item.key,
+            "stage": self.stage.name,
+            "reason": error_reason(exc),
+            "error_class": type(exc).__name__,
+            "error_message": _safe_message(exc),
+            "attempt": item.attempt,
+            "payload": item.payload,
+            "campaign_id": item.campaign_id,
+            "lead_id": item.lead_id or None,
+            "failed_at": now,
+            "history": [],
+        }
+        log.info(
+            "stage %s: dead-lettered %s[%d]@%d: %s (%s)",
+            self.stage.name,
+            item.topic,
+            item.partition,
+            item.offset,
+            record["reason"],
+            record["error_class"],
+        )
+        return Output(self.dead_letter_topic, item.key, self.dead_codec.encode(record))
+
+    @staticmethod
+    def _item(event: Any) -> Item:
+        message = event.message
+        attempt = 1
+        for name, value in message.headers or ():
+            if name == ATTEMPT_HEADER:
+                try:
+                    attempt = int(value)
+                except (TypeError, ValueError):
+                    attempt = 1
+        payload = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
+        return Item(
+            event=event,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            payload=payload,
+            attempt=attempt,
+        )
+
+
+def monotonic_ms() -> int:
+    """Monotonic milliseconds (for latency measurements)."""
+    return int(time.monotonic() * 1000)

@@ -1,0 +1,123 @@
+"""Mirror of the state table in Postgres: current state per lead and the timeline.
+
+Writes are upserts keyed on natural keys, guarded by the state version, so
+replays and at-least-once delivery change nothing and an older write never
+overwrites a newer one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg
+
+from streams.state_machine import LeadState
+
+__all__ = ["LeadFacts", "StateChange", "write_state_changes"]
+
+
+@dataclass(frozen=True)
+class LeadFacts:
+    """Lead attributes a stage learned (None = unchanged)."""
+
+    identity_key: str | None = None
+    tier: str | None = None
+    score: float | None = None
+    timezone: str | None = None
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """One applied transition plus what the stage learned about the lead."""
+
+    before: LeadState | None
+    after: LeadState
+    facts: LeadFacts = LeadFacts()
+
+
+def _ts(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+async def write_state_changes(
+    conn: psycopg.AsyncConnection[tuple[object, ...]], changes: Sequence[StateChange]
+) -> None:
+    """Upsert each lead's latest state and insert its transitions (one round trip each)."""
+    if not changes:
+        return
+    latest: dict[tuple[str, str], StateChange] = {}
+    for change in changes:
+        key = (change.after.campaign_id, change.after.lead_id)
+        prior = latest.get(key)
+        if prior is None or prior.after.version < change.after.version:
+            merged = change
+            if prior is not None:  # keep facts learned earlier in the batch
+                merged = StateChange(
+                    change.before,
+                    change.after,
+                    LeadFacts(
+                        change.facts.identity_key or prior.facts.identity_key,
+                        change.facts.tier or prior.facts.tier,
+                        change.facts.score if change.facts.score is not None else prior.facts.score,
+                        change.facts.timezone or prior.facts.timezone,
+                    ),
+                )
+            latest[key] = merged
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            """
+            INSERT INTO leads (campaign_id, lead_id, state, touch, identity_key, tier, score,
+                               timezone, reason, version, updated_at)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (campaign_id, lead_id) DO UPDATE SET
+                state = EXCLUDED.state,
+                touch = EXCLUDED.touch,
+                identity_key = COALESCE(EXCLUDED.identity_key, leads.identity_key),
+                tier = COALESCE(EXCLUDED.tier, leads.tier),
+                score = COALESCE(EXCLUDED.score, leads.score),
+                timezone = COALESCE(EXCLUDED.timezone, leads.timezone),
+                reason = EXCLUDED.reason,
+                version = EXCLUDED.version,
+                updated_at = EXCLUDED.updated_at
+            WHERE leads.version < EXCLUDED.version
+            """,
+            [
+                (
+                    c.after.campaign_id,
+                    c.after.lead_id,
+                    c.after.state.value,
+                    c.after.touch,
+                    c.facts.identity_key,
+                    c.facts.tier,
+                    c.facts.score,
+                    c.facts.timezone,
+                    c.after.reason,
+                    c.after.version,
+                    _ts(c.after.updated_at_ms),
+                )
+                for c in latest.values()
+            ],
+        )
+        await cur.executemany(
+            """
+            INSERT INTO lead_transitions (campaign_id, lead_id, version, from_state, to_state,
+                                          touch, reason, occurred_at)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT DO NOTHING
+            """,
+            [
+                (
+                    c.after.campaign_id,
+                    c.after.lead_id,
+                    c.after.version,
+                    None if c.before is None else c.before.state.value,
+                    c.after.state.value,
+                    c.after.touch,
+                    c.after.reason,
+                    _ts(c.after.updated_at_ms),
+                )
+                for c in changes
+            ],
+        )

@@ -1,0 +1,294 @@
+"""The rate limiter: even spacing, the window bound, shares, daily cap, no busy waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from provider_testkit import FakeClock, max_in_window
+
+from providers.errors import DailyCapReachedError, ProviderConfigError, ThrottledError
+from providers.ratelimit import Rate, RateLimiter
+
+# --- Rate ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "count", "per"),
+    [
+        ("100/60", 100, 60.0),
+        ("100/60s", 100, 60.0),
+        ("100/1m", 100, 60.0),
+        ("100 / min", 100, 60.0),
+        ("5/s", 5, 1.0),
+        ("3000/h", 3000, 3600.0),
+        ("100/0.6", 100, 0.6),
+    ],
+)
+def test_rate_parses(spec: str, count: int, per: float) -> None:
+    rate = Rate.parse(spec)
+    assert (rate.count, rate.per) == (count, pytest.approx(per))
+
+
+@pytest.mark.parametrize("spec", ["", "100", "x/60", "100/60 fortnights", "0/60", "100/0", "-1/5"])
+def test_bad_rate_names_the_variable(spec: str) -> None:
+    with pytest.raises(ProviderConfigError, match="LEADFLOW_SMS_RATE"):
+        Rate.parse(spec, env="LEADFLOW_SMS_RATE")
+
+
+def test_interval_is_window_over_count() -> None:
+    assert Rate(100, 60).interval == pytest.approx(0.6)
+
+
+# --- spacing and the window bound ------------------------------------------------------
+
+
+async def test_100_per_60s_sequential_never_exceeds_and_is_even(clock: FakeClock) -> None:
+    limiter = RateLimiter("sms", Rate(100, 60), clock=clock, sleep=clock.sleep)
+    grants = []
+    for _ in range(350):
+        await limiter.acquire()
+        grants.append(clock())
+    assert max_in_window(grants, 60.0) == 100
+    gaps = [b - a for a, b in itertools.pairwise(grants)]
+    assert min(gaps) == pytest.approx(0.6)
+    assert max(gaps) == pytest.approx(0.6)
+    # Not a burst: a tenth of the window holds a tenth of the calls.
+    assert max_in_window(grants, 6.0) == 10
+
+
+async def test_concurrent_callers_get_consecutive_even_slots(clock: FakeClock) -> None:
+    limiter = RateLimiter("sms", Rate(100, 60), clock=clock, sleep=clock.sleep)
+    grants: list[float] = []
+
+    async def one() -> None:
+        await limiter.acquire()
+        grants.append(clock())
+
+    await asyncio.gather(*(one() for _ in range(250)))
+    assert len(grants) == 250
+    assert grants == sorted(grants)
+    assert max_in_window(grants, 60.0) == 100
+    gaps = [b - a for a, b in itertools.pairwise(grants)]
+    assert all(g == pytest.approx(0.6) for g in gaps)
+
+
+async def test_late_wakeups_cannot_squeeze_an_extra_call_into_a_window() -> None:
+    # A sleep that always oversleeps the first call then undersleeps: the hard log holds.
+    now = [0.0]
+    lateness = iter([0.5] + [0.0] * 50)
+
+    async def sloppy_sleep(seconds: float) -> None:
+        now[0] += seconds + next(lateness, 0.0)
+        await asyncio.sleep(0)
+
+    limiter = RateLimiter("x", Rate(5, 1.0), clock=lambda: now[0], sleep=sloppy_sleep)
+    grants = []
+    for _ in range(30):
+        await limiter.acquire()
+        grants.append(now[0])
+    assert max_in_window(grants, 1.0) <= 5
+
+
+async def test_scaled_real_clock_100_per_0_6s() -> None:
+    last = [0.0]
+
+    def clock() -> float:  # the real clock, remembering its last reading
+        last[0] = time.monotonic()
+        return last[0]
+
+    limiter = RateLimiter("sms", Rate(100, 0.6), clock=clock)
+    grants: list[float] = []
+
+    async def one() -> None:
+        await limiter.acquire()
+        grants.append(last[0])  # the limiter's own grant time, read just before returning
+
+    await asyncio.gather(*(one() for _ in range(130)))
+    # The bound is exact even on a busy machine (the grant log enforces it).
+    assert max_in_window(grants, 0.6) <= 100
+    # Evenness is timing: a stalled event loop wakes several owed callers at
+    # once, so allow slack (the fake-clock tests check exact spacing).
+    gaps = [b - a for a, b in itertools.pairwise(sorted(grants))]
+    assert 0.003 <= statistics.median(gaps) <= 0.009
+    assert max_in_window(grants, 0.06) <= 25  # a burst would put ~100 here
+
+
+async def test_waiting_burns_no_cpu_and_lets_other_tasks_run() -> None:
+    limiter = RateLimiter("sms", Rate(1, 0.3))
+    await limiter.acquire()  # takes the first slot; the next is 0.3 s away
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(ticker())
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    waited = await limiter.acquire()
+    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert wall >= 0.25
+    assert waited == pytest.approx(wall, abs=0.05)
+    assert cpu < 0.1 * wall + 0.02
+    assert ticks >= 10
+
+
+async def test_max_wait_raises_throttled_and_reserves_nothing(clock: FakeClock) -> None:
+    limiter = RateLimiter("sms", Rate(1, 10), clock=clock, sleep=clock.sleep)
+    await limiter.acquire()
+    assert limiter.delay() == pytest.approx(10.0)
+    with pytest.raises(ThrottledError) as info:
+        await limiter.acquire(max_wait=5.0)
+    assert info.value.retry_after == pytest.approx(10.0)
+    assert info.value.retry_at == pytest.approx(clock() + 10.0)
+    assert info.value.provider == "sms"
+    assert limiter.delay() == pytest.approx(10.0)  # nothing reserved
+
+
+async def test_block_until_holds_the_next_slot(clock: FakeClock) -> None:
+    limiter = RateLimiter("sms", Rate(100, 60), clock=clock, sleep=clock.sleep)
+    limiter.block_until(clock() + 7.0)
+    start = clock()
+    await limiter.acquire()
+    assert clock() - start == pytest.approx(7.0)
+
+
+async def test_cancelled_waiter_gives_its_slot_back() -> None:
+    limiter = RateLimiter("sms", Rate(1, 0.5))
+    await limiter.acquire()
+    task = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0.01)
+    assert limiter.delay() == pytest.approx(0.98, abs=0.03)  # two slots taken
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert limiter.delay() == pytest.approx(0.48, abs=0.03)  # back to one
+
+
+async def test_no_rate_means_no_wait(clock: FakeClock) -> None:
+    limiter = RateLimiter("sms", None, clock=clock, sleep=clock.sleep)
+    for _ in range(1000):
+        await limiter.acquire()
+    assert clock.sleeps == []
+    assert limiter.stats().granted == 1000
+
+
+# --- shares across workers ----------------------------------------------------------
+
+
+async def test_share_divides_the_rate(clock: FakeClock) -> None:
+    limiter = RateLimiter("sms", Rate(100, 60), clock=clock, sleep=clock.sleep)
+    limiter.set_share(3 / 8)  # 37.5 -> 37 per window
+    assert limiter.interval == pytest.approx(60 / 37)
+    assert limiter.stats().calls_per_window == pytest.approx(37)
+
+
+async def test_workers_sharing_an_account_never_exceed_it_together() -> None:
+    shares = [3 / 8, 3 / 8, 2 / 8]
+    grants: list[float] = []
+    for share in shares:
+        clock = FakeClock(start=0.0)
+        limiter = RateLimiter("sms", Rate(100, 60), clock=clock, sleep=clock.sleep)
+        limiter.set_share(share)
+        for _ in range(120):
+            await limiter.acquire()
+            grants.append(clock())
+    assert max_in_window(grants, 60.0) <= 100
+
+
+async def test_share_increase_waits_one_window_decrease_is_immediate(clock: FakeClock) -> None:
+    limiter = RateLimiter("sms", Rate(100, 60), clock=clock, sleep=clock.sleep)
+    limiter.set_share(0.5)
+    assert limiter.share == 0.5
+    limiter.set_share(1.0)
+    assert limiter.share == 0.5  # the previous owner's grants are still in the window
+    clock.advance(60.0)
+    assert limiter.share == 1.0
+    limiter.set_share(0.25)
+    assert limiter.share == 0.25
+    assert limiter.interval == pytest.approx(2.4)
+
+
+async def test_tiny_share_still_gets_a_slot_per_stretched_window(clock: FakeClock) -> None:
+    limiter = RateLimiter("sms", Rate(2, 60), clock=clock, sleep=clock.sleep)
+    limiter.set_share(1 / 8)  # 0.25 calls per minute -> one per 240 s
+    grants = []
+    for _ in range(4):
+        await limiter.acquire()
+        grants.append(clock())
+    gaps = [b - a for a, b in itertools.pairwise(grants)]
+    assert all(g == pytest.approx(240.0) for g in gaps)
+
+
+def test_share_must_be_a_fraction() -> None:
+    limiter = RateLimiter("sms", Rate(1, 1))
+    with pytest.raises(ValueError, match="share"):
+        limiter.set_share(0)
+    with pytest.raises(ValueError, match="share"):
+        limiter.set_share(1.5)
+
+
+# --- daily cap -------------------------------------------------------------------------
+
+
+async def test_daily_cap_stops_until_midnight_pacific(clock: FakeClock) -> None:
+    la = ZoneInfo("America/Los_Angeles")
+    wall = [datetime(2026, 3, 2, 23, 0, tzinfo=la).astimezone(UTC)]
+    limiter = RateLimiter(
+        "sms", None, daily_cap=3, clock=clock, sleep=clock.sleep, wall=lambda: wall[0]
+    )
+    for _ in range(3):
+        await limiter.acquire()
+    assert limiter.stats().daily_remaining == 0
+    with pytest.raises(DailyCapReachedError) as info:
+        await limiter.acquire()
+    assert info.value.retry_after == pytest.approx(3600.0)
+    assert info.value.reason == "daily_cap"
+    assert "America/Los_Angeles" in str(info.value)
+    wall[0] += timedelta(hours=1, seconds=1)  # 00:00:01 Pacific: a new day
+    assert limiter.daily_used == 0
+    await limiter.acquire()
+    assert limiter.daily_used == 1
+
+
+async def test_daily_cap_is_shared_by_partition_share(clock: FakeClock) -> None:
+    limiter = RateLimiter("sms", None, daily_cap=1000, clock=clock, sleep=clock.sleep)
+    limiter.set_share(3 / 8)
+    assert limiter.daily_limit == 375
+
+
+def test_unknown_reset_zone_is_a_config_error() -> None:
+    with pytest.raises(ProviderConfigError, match="Mars/Olympus"):
+        RateLimiter("sms", None, reset_tz="Mars/Olympus")
+
+
+def test_negative_daily_cap_is_a_config_error() -> None:
+    with pytest.raises(ProviderConfigError, match="daily cap"):
+        RateLimiter("sms", None, daily_cap=-1)
+
+
+async def test_headroom_stretches_the_window(clock: FakeClock) -> None:
+    limiter = RateLimiter("sms", Rate(100, 60), headroom=0.01, clock=clock, sleep=clock.sleep)
+    assert limiter.interval == pytest.approx(0.606)
+    grants = []
+    for _ in range(150):
+        await limiter.acquire()
+        grants.append(clock())
+    assert max_in_window(grants, 60.6) == 100
+    with pytest.raises(ProviderConfigError, match="headroom"):
+        RateLimiter("sms", Rate(1, 1), headroom=1.0)
+
+
+def test_repr_and_stats() -> None:
+    limiter = RateLimiter("sms", Rate(100, 60), daily_cap=10)
+    assert "100/60s" in repr(limiter)
+    stats = limiter.stats()
+    assert (stats.name, stats.window_s, stats.daily_limit) == ("sms", 60.0, 10)
