@@ -26,7 +26,7 @@ import logging
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -42,6 +42,7 @@ __all__ = [
     "Stage",
     "StageRunner",
     "error_reason",
+    "hold_until_done",
 ]
 
 log = logging.getLogger(__name__)
@@ -302,6 +303,25 @@ class StageRunner:
             payload=payload,
             attempt=attempt,
         )
+
+
+async def hold_until_done(
+    action: Callable[[], Awaitable[None]], what: str, *, max_backoff: float = 30.0
+) -> None:
+    """Run ``action`` until it stops raising :class:`TransientError` (backing off).
+
+    For writes that must happen after the state table moved on (the Postgres
+    mirror): retrying the write alone keeps the batch's transitions intact.
+    """
+    delay = 0.2
+    while True:
+        try:
+            await action()
+            return
+        except TransientError as exc:
+            log.warning("%s: %s; retrying in %.1f s", what, _safe_message(exc), delay)
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, max_backoff)
 
 
 def monotonic_ms() -> int:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import email.message
+import email.policy
 import email.utils
 import re
 from typing import Any, ClassVar, Literal
@@ -182,10 +183,23 @@ class SmtpEmailAdapter:
                 if self.username:
                     await smtp.login(self.username, self._password.reveal())
                 phase = "envelope"
-                await smtp.mail(sender)
-                await smtp.rcpt(recipient)
+                if (sender + recipient).isascii():
+                    await smtp.mail(sender)
+                    await smtp.rcpt(recipient)
+                    payload = mime.as_bytes()
+                else:  # an internationalised address needs SMTPUTF8 (RFC 6531)
+                    if smtp.last_ehlo_response is None:
+                        await smtp.ehlo()
+                    if not smtp.supports_extension("smtputf8"):
+                        raise InvalidRecipientError(
+                            self.name,
+                            "address is not ASCII and the server does not offer SMTPUTF8",
+                        )
+                    await smtp.mail(sender, options=["SMTPUTF8"], encoding="utf-8")
+                    await smtp.rcpt(recipient, encoding="utf-8")
+                    payload = mime.as_bytes(policy=email.policy.SMTPUTF8)
                 phase = "data"
-                await smtp.data(mime.as_bytes())
+                await smtp.data(payload)
         except aiosmtplib.SMTPResponseException as exc:
             raise self._reply_error(exc, phase) from None
         except aiosmtplib.SMTPRecipientsRefused:

@@ -148,6 +148,8 @@ async def start_smtp_server(state: SimState, host: str, port: int) -> asyncio.Se
             ident="leadflow sim SMTP",
             auth_require_tls=False,
             authenticator=handler.authenticate,
+            # Like most real providers: internationalised addresses (RFC 6531).
+            enable_SMTPUTF8=True,
             timeout=60,
             loop=loop,
         )

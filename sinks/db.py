@@ -9,6 +9,7 @@ call reconnects. Any other Postgres error is a :class:`DatabaseError`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,6 +30,8 @@ class StageDatabase:
         self.dsn = dsn
         self.name = name
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        # One connection serves one transaction at a time; callers queue here.
+        self._lock = asyncio.Lock()
 
     async def _connection(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed:
@@ -41,9 +44,10 @@ class StageDatabase:
     async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
         """A transaction on this stage's connection; errors mapped to the tree."""
         try:
-            conn = await self._connection()
-            async with conn.transaction():
-                yield conn
+            async with self._lock:
+                conn = await self._connection()
+                async with conn.transaction():
+                    yield conn
         except _TRANSIENT as exc:
             await self._drop()
             raise DatabaseUnavailableError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import random
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,11 @@ _AREAS = [
 ]
 
 
+def _ascii(name: str) -> str:
+    """``name`` lower-cased without accents, as most mailbox names are written."""
+    return unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+
+
 @dataclass(frozen=True)
 class LeadMix:
     """Shares of special rows, as fractions of n."""
@@ -150,7 +156,7 @@ def generate(n: int, seed: int = 7, mix: LeadMix | None = None) -> Iterator[dict
             "lead_id": f"lead-{i:07d}",
             "first_name": first,
             "last_name": last,
-            "email": f"{first.lower()}.{last.lower()}.{i}@{company.split()[0].lower()}.example",
+            "email": f"{_ascii(first)}.{_ascii(last)}.{i}@{company.split()[0].lower()}.example",
             "phone": _phone(rng, area),
             "company": company,
             "title": rng.choice(_TITLES),

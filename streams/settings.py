@@ -182,6 +182,26 @@ class Settings:
             "Campaign clock speed relative to wall time (3600 = an hour a second).",
         ),
     )
+    stage_batch_size: int = field(
+        default=500,
+        metadata=_env(
+            "LEADFLOW_STAGE_BATCH_SIZE", "Most events a stage handles in one batch (one ack step)."
+        ),
+    )
+    stage_batch_within_ms: int = field(
+        default=50,
+        metadata=_env(
+            "LEADFLOW_STAGE_BATCH_WITHIN_MS",
+            "Longest a stage waits to fill a batch before handling what it has.",
+        ),
+    )
+    enrich_cache_ttl_s: int = field(
+        default=7 * 24 * 3600,
+        metadata=_env(
+            "LEADFLOW_ENRICH_CACHE_TTL_S",
+            "How long (campaign-clock seconds) an enrichment result is reused.",
+        ),
+    )
     clock_start: str = field(
         default="",
         metadata=_env(

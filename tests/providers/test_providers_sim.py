@@ -14,6 +14,7 @@ import itertools
 import socket
 import statistics
 import time
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -301,6 +302,15 @@ async def test_email_over_smtp(sim: Simulator) -> None:
     assert recorded["idempotency_key"] == email("mail-1").idempotency_key
     assert (recorded["lead_id"], recorded["touch"]) == ("mail-1", 3)
     assert result.message_id.strip("<>") == recorded["provider_message_id"]
+
+
+async def test_email_to_an_internationalised_address_uses_smtputf8(sim: Simulator) -> None:
+    message = replace(email("mail-utf8"), to="garcía.müller@example.com", subject="Olá Chloé")
+    async with build_providers(settings_for(sim)) as providers:
+        result = await providers.email.send_email(message)
+    (recorded,) = await messages(sim, channel="email")
+    assert recorded["lead_id"] == "mail-utf8"
+    assert result.status == "accepted"
 
 
 async def test_email_accept_then_drop_is_ambiguous(sim: Simulator) -> None:

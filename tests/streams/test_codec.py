@@ -95,6 +95,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "timezone": "America/Chicago",
         "industry": "software",
         "event_time": T0,
+        "state": "TX",
+        "country": "US",
     },
     "leadflow.TouchDue": {
         "campaign_id": "q3-saas-founders",

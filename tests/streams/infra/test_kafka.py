@@ -65,7 +65,7 @@ def test_external_cluster_starts_nothing(tmp_path: Path) -> None:
 
 
 def test_running_broker_is_reused(settings: Settings) -> None:
-    base = Settings.from_env({})
+    base = Settings.from_env()
     if base.uses_external_kafka:
         pytest.skip("external cluster configured")
     kafka = LocalKafka(base)

@@ -54,7 +54,7 @@ def test_port_taken_by_another_program_names_the_override(tmp_path: Path, held_p
 
 
 def test_running_cluster_is_reused_and_listens_on_loopback(settings: Settings) -> None:
-    base = Settings.from_env({})
+    base = Settings.from_env()
     if base.uses_external_database:
         pytest.skip("external database configured")
     pg = LocalPostgres(base)

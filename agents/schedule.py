@@ -1,0 +1,367 @@
+"""Stage 3, schedule: ``scored`` and ``sent`` -> the touch queue -> ``touch-due``.
+
+- A qualified lead enters its sequence: it moves to ``in_sequence`` (touch 1)
+  and touch 1 is queued in Postgres (``pending_touches``), due after the
+  touch's delay and moved to the next opening of the lead's send window.
+- When a touch's outcome arrives on ``sent``, the next touch is queued, due
+  its delay after the send (again window-adjusted), or the lead ends:
+  ``completed`` if any touch was accepted, else ``failed``.
+- A timer releases due touches of this worker's partitions to ``touch-due``,
+  best priority first, at most what each channel's rate limit can take
+  (so a throttled channel backs up in Postgres, not in the send stage, and
+  never holds other channels up), nothing for a channel whose circuit is
+  open, nothing for paused campaigns.
+
+The queue is indexed by (partition, due time) over unreleased rows, so a
+tick reads only what is due however many touches are pending.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from agents import topology
+from agents.context import PipelineContext, get_context
+from agents.lead_states import Step, rank
+from agents.runtime import BatchResult, Item, Stage, StageRunner, hold_until_done
+from sinks.lead_state import StateChange, write_state_changes
+from sinks.schedule_store import (
+    PendingTouch,
+    earlier_payloads,
+    mark_emitted,
+    queue_touches,
+    release_due,
+)
+from sinks.send_ledger import accepted_counts
+from streams.app import app
+from streams.campaign import Campaign
+from streams.codec import AvroCodec
+from streams.send_window import next_send_time
+from streams.state_machine import TERMINAL, State
+
+__all__ = ["Releaser", "ScheduleStage", "SequenceStage", "touch_priority"]
+
+log = logging.getLogger(__name__)
+CHANNELS = ("sms", "voice", "email")
+_UNLIMITED_PER_TICK = 2000
+
+
+def touch_priority(campaign: Campaign, tier: str, score: float) -> int:
+    """Higher is released first: the tier, then the score."""
+    tiers = len(campaign.qualification.tiers)
+    return (tiers - campaign.qualification.priority(tier)) * 1000 + round(score * 10)
+
+
+def _ms(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromtimestamp(int(value) / 1000, UTC)
+
+
+class _Queueing:
+    """What the two scheduling stages share: building and queueing touches."""
+
+    name: ClassVar[str] = "schedule"
+
+    def __init__(self, ctx: PipelineContext) -> None:
+        self.ctx = ctx
+        self.db = ctx.db(self.name)
+        self.due_codec = AvroCodec("leadflow.TouchDue", subject=ctx.topic("touch-due"))
+
+    def pending(
+        self,
+        campaign: Campaign,
+        base: dict[str, Any],
+        touch: int,
+        after: datetime,
+        partition: int,
+    ) -> PendingTouch:
+        step = campaign.touch(touch)
+        due = next_send_time(campaign, base["timezone"], base.get("state"), after + step.delay)
+        variant = campaign.choose_variant(step, base["lead_id"])
+        record = {
+            **base,
+            "touch": touch,
+            "channel": step.channel,
+            "persona": step.persona,
+            "template": f"touch-{touch}",
+            "variant": None if variant.name == "default" else variant.name,
+            "due_at": due,
+            "attempt": 1,
+        }
+        return PendingTouch(
+            campaign_id=base["campaign_id"],
+            lead_id=base["lead_id"],
+            touch=touch,
+            kafka_partition=partition,
+            channel=step.channel,
+            priority=int(base["priority"]),
+            due_at=due,
+            payload=self.due_codec.encode(record),
+        )
+
+    async def write(self, changes: list[StateChange], touches: list[PendingTouch]) -> None:
+        async def action() -> None:
+            async with self.db.transaction() as conn:
+                await write_state_changes(conn, changes)
+                await queue_touches(conn, touches)
+
+        if changes or touches:
+            await hold_until_done(action, "schedule: queue")
+
+
+class ScheduleStage(_Queueing, Stage):
+    """``scored`` -> touch 1 queued."""
+
+    name = "schedule"
+    input_schema = "leadflow.ScoredLead"
+
+    async def handle(self, items: Sequence[Item]) -> BatchResult:
+        result = BatchResult()
+        campaigns = await self.ctx.campaigns.get_many(i.campaign_id for i in items)
+        changes: list[StateChange] = []
+        touches: list[PendingTouch] = []
+        now = self.ctx.clock.now()
+        for item in items:
+            rec = item.record
+            if not rec["qualified"]:
+                continue
+            view = campaigns.get(item.campaign_id or "")
+            if view is None:
+                continue  # the score stage dead-letters unknown campaigns
+            current = self.ctx.states.get(item.lead_id)
+            if current is not None and (
+                current.state in TERMINAL
+                or rank(current.state, current.touch) > rank(State.IN_SEQUENCE, 1)
+            ):
+                continue  # a replay: the sequence has moved on
+            try:
+                applied = self.ctx.states.advance(
+                    item,
+                    [Step(State.ENRICHED), Step(State.QUALIFIED), Step(State.IN_SEQUENCE, 1)],
+                    at_ms=self.ctx.clock.now_ms(),
+                    create=True,
+                )
+            except Exception as exc:
+                result.failures.append((item, exc))
+                continue
+            changes += [StateChange(a.before, a.after) for a in applied]
+            base = {
+                "campaign_id": item.campaign_id,
+                "lead_id": item.lead_id,
+                "priority": touch_priority(view.campaign, rec["tier"], rec["score"]),
+                "tier": rec["tier"],
+                "event_time": rec["event_time"],
+                "to_phone": rec.get("phone_e164"),
+                "to_email": rec.get("email"),
+                "first_name": rec.get("first_name"),
+                "last_name": rec.get("last_name"),
+                "company": rec.get("company"),
+                "title": rec.get("title"),
+                "timezone": rec["timezone"],
+                "state": rec.get("state"),
+                "identity_key": rec.get("identity_key"),
+            }
+            touches.append(self.pending(view.campaign, base, 1, now, item.partition))
+        await self.write(changes, touches)
+        return result
+
+
+class SequenceStage(_Queueing, Stage):
+    """``sent`` -> the next touch queued, or the lead's end state."""
+
+    name = "sequence"
+    input_schema = "leadflow.TouchSent"
+
+    async def handle(self, items: Sequence[Item]) -> BatchResult:
+        result = BatchResult()
+        campaigns = await self.ctx.campaigns.get_many(i.campaign_id for i in items)
+        todo: list[tuple[Item, Campaign, int]] = []
+        for item in items:
+            rec = item.record
+            k = int(rec["touch"])
+            view = campaigns.get(item.campaign_id or "")
+            if k < 1 or view is None or rec["status"] == "ambiguous":
+                continue  # compliance messages; reconcile handles ambiguous sends
+            current = self.ctx.states.get(item.lead_id)
+            if current is None or current.state in TERMINAL:
+                continue
+            if current.state in (State.IN_SEQUENCE, State.RECONCILE) and current.touch == k:
+                todo.append((item, view.campaign, k))
+            elif current.state is State.IN_SEQUENCE and current.touch == k + 1:
+                todo.append((item, view.campaign, k))  # replay: re-queue k + 1 (no-op if queued)
+        if not todo:
+            return result
+        async with self.db.transaction() as conn:
+            previous = await earlier_payloads(
+                conn, [(i.campaign_id or "", i.lead_id, k) for i, _, k in todo]
+            )
+            finished = [
+                (i.campaign_id or "", i.lead_id) for i, c, k in todo if k >= len(c.sequence)
+            ]
+            accepted = await accepted_counts(conn, finished)
+        changes: list[StateChange] = []
+        touches: list[PendingTouch] = []
+        now_ms = self.ctx.clock.now_ms()
+        for item, campaign, k in todo:
+            key = (item.campaign_id or "", item.lead_id)
+            try:
+                if k >= len(campaign.sequence):
+                    done = accepted.get(key, 0) > 0
+                    step = (
+                        Step(State.COMPLETED, reason=f"accepted:{accepted.get(key, 0)}")
+                        if done
+                        else Step(State.FAILED, reason="no_touch_accepted")
+                    )
+                    applied = self.ctx.states.advance(item, [step], at_ms=now_ms)
+                else:
+                    payload = previous.get((*key, k))
+                    if payload is None:
+                        raise LookupError(f"touch {k} of the lead is not in the queue")
+                    base = self.due_codec.decode(payload)
+                    sent_at = _ms(item.record["sent_at"])
+                    touches.append(self.pending(campaign, base, k + 1, sent_at, item.partition))
+                    applied = self.ctx.states.advance(
+                        item, [Step(State.IN_SEQUENCE, k + 1)], at_ms=now_ms
+                    )
+            except Exception as exc:
+                result.failures.append((item, exc))
+                continue
+            changes += [StateChange(a.before, a.after) for a in applied]
+        await self.write(changes, touches)
+        return result
+
+
+@dataclass
+class _Budget:
+    """Token bucket of one channel: how many touches a tick may release."""
+
+    tokens: float = 0.0
+    last: float = field(default_factory=time.monotonic)
+
+    def take(self, per_second: float | None, burst: float) -> int:
+        if per_second is None:
+            return _UNLIMITED_PER_TICK
+        now = time.monotonic()
+        self.tokens = min(burst, self.tokens + (now - self.last) * per_second)
+        self.last = now
+        return int(self.tokens)
+
+    def spend(self, n: int, per_second: float | None) -> None:
+        if per_second is not None:
+            self.tokens -= n
+
+
+class Releaser:
+    """Moves due touches of this worker's partitions from the queue to ``touch-due``."""
+
+    def __init__(self, ctx: PipelineContext, app_: Any) -> None:
+        self.ctx = ctx
+        self.app = app_
+        self.db = ctx.db("release")
+        self.topic = ctx.topic("touch-due")
+        self.scored = ctx.topic("scored")
+        self.budgets = {c: _Budget() for c in CHANNELS}
+        self._share: tuple[int, int] | None = None
+        self.released = 0
+
+    def _partitions(self) -> list[int]:
+        assigned = self.app.consumer.assignment()
+        parts = sorted(tp.partition for tp in assigned if tp.topic == self.scored)
+        total = self.ctx.settings.topic_partitions
+        if parts and self._share != (len(parts), total):
+            self._share = (len(parts), total)
+            self.ctx.providers.set_partition_share(len(parts), total)
+        return parts
+
+    def _rate(self, channel: str) -> tuple[float | None, float]:
+        guard = self.ctx.providers.guards.get(channel)
+        limiter = getattr(guard, "limiter", None)
+        rate = getattr(limiter, "rate", None)
+        if limiter is None or rate is None:
+            return None, 0.0
+        share = float(getattr(limiter, "share", 1.0))
+        per_second = rate.count / rate.per * share
+        return per_second, max(1.0, rate.count * share / 10)
+
+    async def tick(self) -> int:
+        """Release what is due now; returns how many touches went out."""
+        partitions = self._partitions()
+        if not partitions:
+            return 0
+        now = self.ctx.clock.now()
+        total = 0
+        for channel in CHANNELS:
+            if (
+                channel in self.ctx.providers.guards
+                and self.ctx.providers.breaker(channel).state == "open"
+            ):
+                continue
+            per_second, burst = self._rate(channel)
+            limit = self.budgets[channel].take(per_second, burst)
+            if limit <= 0:
+                continue
+            async with self.db.transaction() as conn:
+                due = await release_due(
+                    conn, partitions=partitions, channel=channel, now=now, limit=limit
+                )
+                if due:
+                    futures = [
+                        await self.ctx.producer.send(
+                            self.topic, t.lead_id.encode(), t.payload, None, None, None
+                        )
+                        for t in due
+                    ]
+                    for future in futures:
+                        await future
+                    await mark_emitted(conn, due, datetime.now(UTC))
+            self.budgets[channel].spend(len(due), per_second)
+            total += len(due)
+        self.released += total
+        return total
+
+
+_releaser: Releaser | None = None
+
+
+def _runner(stage: Stage, ctx: PipelineContext, topic: str) -> StageRunner:
+    return StageRunner(
+        stage,
+        producer=ctx.producer,
+        input_topic=topic,
+        dead_letter_topic=ctx.topic("dead-letter"),
+        batch_size=ctx.settings.stage_batch_size,
+        batch_within=ctx.settings.stage_batch_within_ms / 1000,
+    )
+
+
+@app.agent(topology.topic("scored"), name="schedule")
+async def schedule_agent(stream: Any) -> None:
+    """Faust agent: queue touch 1 of qualified leads."""
+    ctx = await get_context(app, topology.lead_state_table)
+    await _runner(ScheduleStage(ctx), ctx, ctx.topic("scored")).run(stream)
+
+
+@app.agent(topology.topic("sent"), name="sequence")
+async def sequence_agent(stream: Any) -> None:
+    """Faust agent: queue the next touch after each outcome, or end the lead."""
+    ctx = await get_context(app, topology.lead_state_table)
+    await _runner(SequenceStage(ctx), ctx, ctx.topic("sent")).run(stream)
+
+
+@app.timer(interval=0.2, name="release-due-touches")  # type: ignore[untyped-decorator]
+async def release_due_touches() -> None:
+    """Release due touches (every 0.2 s of wall time)."""
+    global _releaser
+    ctx = await get_context(app, topology.lead_state_table)
+    if _releaser is None:
+        _releaser = Releaser(ctx, app)
+    try:
+        await _releaser.tick()
+    except Exception as exc:  # a timer must survive a bad tick (Postgres blip, rebalance)
+        log.warning("release: tick failed (%s); next tick retries", type(exc).__name__)

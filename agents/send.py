@@ -1,0 +1,388 @@
+"""Stage 4, send: ``touch-due`` -> provider -> ``sent``.
+
+For each due touch, in order:
+
+1. the lead must be ``in_sequence`` at this touch (anything else is a replay
+   or a finished lead: nothing is sent);
+2. a cancelled campaign ends the lead (``cancelled``); a paused one, or a
+   send window that closed since release, puts the touch back in the queue;
+3. the send is **claimed** in Postgres in one transaction that re-checks the
+   opt-out, the campaign status and channel blocks (:mod:`sinks.send_ledger`);
+   a claim that already exists re-emits its recorded outcome instead;
+4. the provider is called with the idempotency key, through the protection
+   layer (rate limit, breaker, retries); calls in a batch run concurrently;
+5. the outcome is recorded and a ``leadflow.TouchSent`` emitted:
+   ``accepted``; ``failed`` for a permanent refusal (an invalid number also
+   blocks that channel for the lead); ``ambiguous`` when the request went out
+   and no answer came (the lead goes to ``reconcile`` and is never re-sent
+   blindly); retries exhausted or a misconfigured provider quarantine the
+   lead and dead-letter the touch; an open circuit or a long throttle
+   releases the claim (no call was made) and re-queues the touch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from agents import topology
+from agents.context import PipelineContext, get_context
+from agents.lead_states import Step
+from agents.runtime import BatchResult, Item, Output, Stage, StageRunner, hold_until_done
+from providers.base import EmailMessage, SendResult, SmsMessage, VoiceCall
+from providers.errors import (
+    AmbiguousOutcomeError,
+    BackpressureError,
+    ClientError,
+    InvalidRecipientError,
+    ProviderCallError,
+)
+from providers.idempotency import idempotency_key
+from sinks.lead_state import StateChange, write_state_changes
+from sinks.schedule_store import requeue
+from sinks.send_ledger import (
+    Claim,
+    ClaimRequest,
+    Outcome,
+    claim_sends,
+    record_outcomes,
+    release_claims,
+)
+from streams.app import app
+from streams.campaign import Campaign
+from streams.codec import AvroCodec
+from streams.messages import render_touch
+from streams.send_window import in_window, next_send_time
+from streams.state_machine import State
+
+__all__ = ["SendStage"]
+
+log = logging.getLogger(__name__)
+_CONCURRENCY = 64
+
+
+@dataclass
+class _Send:
+    item: Item
+    campaign: Campaign
+    claim: Claim
+
+
+class SendStage(Stage):
+    """See the module docstring."""
+
+    name = "send"
+    input_schema = "leadflow.TouchDue"
+
+    def __init__(self, ctx: PipelineContext) -> None:
+        self.ctx = ctx
+        self.db = ctx.db(self.name)
+        self.out_topic = ctx.topic("sent")
+        self.codec = AvroCodec("leadflow.TouchSent", subject=self.out_topic)
+        self.limit = asyncio.Semaphore(_CONCURRENCY)
+        #: Channels to block, gathered while handling a batch, written with it.
+        self._blocks: list[tuple[str, str, str, str]] = []
+
+    async def handle(self, items: Sequence[Item]) -> BatchResult:
+        result = BatchResult()
+        campaigns = await self.ctx.campaigns.get_many(i.campaign_id for i in items)
+        now = self.ctx.clock.now()
+        changes: list[StateChange] = []
+        requeues: list[tuple[tuple[str, str, int], datetime]] = []
+        requests: list[tuple[Item, Campaign, ClaimRequest]] = []
+        for item in items:
+            rec = item.record
+            k = int(rec["touch"])
+            key = (item.campaign_id or "", item.lead_id, k)
+            view = campaigns.get(key[0])
+            current = self.ctx.states.get(item.lead_id)
+            if view is None or current is None:
+                continue  # nothing of this lead or campaign to send for (dead-lettered upstream)
+            if current.state is not State.IN_SEQUENCE or current.touch != k:
+                continue  # a replay, or the lead has ended: never a second send
+            if view.status == "cancelled":
+                changes += self._advance(item, Step(State.CANCELLED, reason="campaign_cancelled"))
+                result.outputs.append(self._sent(rec, "skipped", now, error="campaign_cancelled"))
+                continue
+            if view.status != "active":
+                requeues.append((key, now + timedelta(hours=1)))
+                continue
+            if not in_window(view.campaign, rec["timezone"], rec.get("state"), now):
+                requeues.append(
+                    (key, next_send_time(view.campaign, rec["timezone"], rec.get("state"), now))
+                )
+                continue
+            channel = str(rec["channel"])
+            address = rec.get("to_email") if channel == "email" else rec.get("to_phone")
+            if not address:
+                result.outputs.append(self._sent(rec, "skipped", now, error="no_address"))
+                continue
+            requests.append(
+                (
+                    item,
+                    view.campaign,
+                    ClaimRequest(
+                        campaign_id=key[0],
+                        lead_id=item.lead_id,
+                        touch=k,
+                        channel=channel,
+                        idempotency_key=idempotency_key(key[0], item.lead_id, k),
+                        identity_key=rec.get("identity_key"),
+                        campaign_clock=now,
+                    ),
+                )
+            )
+        sends: list[_Send] = []
+        if requests:
+            async with self.db.transaction() as conn:
+                claims = await claim_sends(conn, [r for _, _, r in requests])
+            for (item, campaign, _), claim in zip(requests, claims, strict=True):
+                changes += self._settle_claim(item, campaign, claim, now, result, requeues, sends)
+        outcomes: list[Outcome] = []
+        released: list[tuple[str, str, int]] = []
+        if sends:
+            answers = await asyncio.gather(*(self._call(s, now) for s in sends))
+            for send, answer in zip(sends, answers, strict=True):
+                changes += self._outcome(send, answer, now, result, outcomes, released, requeues)
+        blocks, self._blocks = self._blocks, []
+        if changes or outcomes or released or requeues or blocks:
+            await hold_until_done(
+                lambda: self._write(changes, outcomes, released, requeues, blocks), "send: ledger"
+            )
+        return result
+
+    # --- claims ----------------------------------------------------------------------
+
+    def _settle_claim(
+        self,
+        item: Item,
+        campaign: Campaign,
+        claim: Claim,
+        now: datetime,
+        result: BatchResult,
+        requeues: list[tuple[tuple[str, str, int], datetime]],
+        sends: list[_Send],
+    ) -> list[StateChange]:
+        rec = item.record
+        if claim.won:
+            sends.append(_Send(item, campaign, claim))
+            return []
+        if claim.blocked == "opted_out":
+            result.outputs.append(self._sent(rec, "skipped", now, error="opted_out"))
+            return self._advance(item, Step(State.OPTED_OUT, reason="opted_out"))
+        if claim.blocked == "campaign_cancelled":
+            result.outputs.append(self._sent(rec, "skipped", now, error="campaign_cancelled"))
+            return self._advance(item, Step(State.CANCELLED, reason="campaign_cancelled"))
+        if claim.blocked is not None and claim.blocked.startswith("campaign_"):
+            requeues.append(
+                (
+                    (claim.request.campaign_id, item.lead_id, claim.request.touch),
+                    now + timedelta(hours=1),
+                )
+            )
+            return []
+        if claim.blocked == "channel_blocked":
+            result.outputs.append(self._sent(rec, "skipped", now, error="channel_blocked"))
+            return []
+        # An earlier claim exists: re-emit what it recorded, never call again.
+        if claim.status in ("claimed", "ambiguous"):
+            result.outputs.append(self._sent(rec, "ambiguous", now, error="outcome_unknown"))
+            return self._advance(
+                item, Step(State.RECONCILE, touch=claim.request.touch, reason="outcome_unknown")
+            )
+        result.outputs.append(
+            self._sent(
+                rec,
+                claim.status or "failed",
+                now,
+                provider=claim.provider,
+                message_id=claim.provider_message_id,
+                cost=claim.cost_units,
+                error=claim.error,
+            )
+        )
+        return []
+
+    # --- provider calls ----------------------------------------------------------------
+
+    async def _call(self, send: _Send, now: datetime) -> SendResult | BaseException:
+        rec = send.item.record
+        rendered = render_touch(send.campaign, rec)
+        sender = send.campaign.sender
+        common = {
+            "campaign_id": rec["campaign_id"],
+            "lead_id": rec["lead_id"],
+            "touch": int(rec["touch"]),
+            "clock": now,
+        }
+        async with self.limit:
+            try:
+                channel = rec["channel"]
+                if channel == "sms":
+                    return await self.ctx.providers.sms.send_sms(
+                        SmsMessage(
+                            **common,
+                            to=rec["to_phone"],
+                            body=rendered.text,
+                            sender=sender.sms_from or "",
+                        )
+                    )
+                if channel == "voice":
+                    return await self.ctx.providers.voice.start_call(
+                        VoiceCall(
+                            **common,
+                            to=rec["to_phone"],
+                            script=rendered.text,
+                            sender=sender.sms_from or "",
+                        )
+                    )
+                return await self.ctx.providers.email.send_email(
+                    EmailMessage(
+                        **common,
+                        to=rec["to_email"],
+                        subject=rendered.subject or "",
+                        text=rendered.text,
+                        list_unsubscribe=rendered.list_unsubscribe or "",
+                        sender=sender.email_from or "",
+                    )
+                )
+            except Exception as exc:  # each send's failure is its own
+                return exc
+
+    def _outcome(
+        self,
+        send: _Send,
+        answer: SendResult | BaseException,
+        now: datetime,
+        result: BatchResult,
+        outcomes: list[Outcome],
+        released: list[tuple[str, str, int]],
+        requeues: list[tuple[tuple[str, str, int], datetime]],
+    ) -> list[StateChange]:
+        item, rec, req = send.item, send.item.record, send.claim.request
+        key = (req.campaign_id, req.lead_id, req.touch)
+        if isinstance(answer, SendResult):
+            outcomes.append(
+                Outcome(
+                    *key,
+                    "accepted",
+                    answer.provider,
+                    answer.message_id,
+                    answer.cost_units,
+                    answer.attempts,
+                    None,
+                )
+            )
+            result.outputs.append(
+                self._sent(
+                    rec,
+                    "accepted",
+                    now,
+                    provider=answer.provider,
+                    message_id=answer.message_id,
+                    cost=answer.cost_units,
+                )
+            )
+            return []
+        provider = getattr(answer, "provider", "unknown")
+        if isinstance(answer, BackpressureError):
+            released.append(key)
+            retry_at = getattr(answer, "retry_at", None) or getattr(answer, "retry_after", None)
+            wait = float(retry_at or 30.0) if not isinstance(retry_at, datetime) else 30.0
+            requeues.append((key, now + self.ctx.clock.campaign_span(min(wait, 300.0))))
+            return []
+        if isinstance(answer, AmbiguousOutcomeError):
+            outcomes.append(Outcome(*key, "ambiguous", provider, None, 0.0, 1, answer.reason))
+            result.outputs.append(
+                self._sent(rec, "ambiguous", now, provider=provider, error="ambiguous")
+            )
+            return self._advance(
+                item, Step(State.RECONCILE, touch=req.touch, reason="ambiguous_provider_outcome")
+            )
+        reason = answer.reason if isinstance(answer, ProviderCallError) else "unexpected"
+        outcomes.append(Outcome(*key, "failed", provider, None, 0.0, 1, reason))
+        result.outputs.append(self._sent(rec, "failed", now, provider=provider, error=reason))
+        if isinstance(answer, InvalidRecipientError):
+            self._blocks.append((req.campaign_id, req.lead_id, req.channel, reason))
+            return []  # the channel is unusable for this lead; the sequence goes on
+        if isinstance(answer, ClientError):
+            return []  # the provider refused this one message; the sequence goes on
+        # Retries exhausted, bad responses, auth/config problems: quarantine.
+        result.failures.append((item, answer))
+        return self._advance(item, Step(State.QUARANTINED, reason=reason))
+
+    # --- writes --------------------------------------------------------------------------
+
+    def _advance(self, item: Item, step: Step) -> list[StateChange]:
+        applied = self.ctx.states.advance(item, [step], at_ms=self.ctx.clock.now_ms())
+        return [StateChange(a.before, a.after) for a in applied]
+
+    async def _write(
+        self,
+        changes: list[StateChange],
+        outcomes: list[Outcome],
+        released: list[tuple[str, str, int]],
+        requeues: list[tuple[tuple[str, str, int], datetime]],
+        blocks: list[tuple[str, str, str, str]],
+    ) -> None:
+        async with self.db.transaction() as conn:
+            await record_outcomes(conn, outcomes, datetime.now(UTC))
+            await release_claims(conn, released)
+            for key, due in requeues:
+                await requeue(conn, key, due)
+            if blocks:
+                async with conn.cursor() as cur:
+                    await cur.executemany(
+                        "INSERT INTO channel_blocks (campaign_id, lead_id, channel, reason) "
+                        "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                        blocks,
+                    )
+            await write_state_changes(conn, changes)
+
+    def _sent(
+        self,
+        rec: dict[str, Any],
+        status: str,
+        now: datetime,
+        *,
+        provider: str | None = None,
+        message_id: str | None = None,
+        cost: float = 0.0,
+        error: str | None = None,
+    ) -> Output:
+        record = {
+            "campaign_id": rec["campaign_id"],
+            "lead_id": rec["lead_id"],
+            "touch": int(rec["touch"]),
+            "channel": rec["channel"],
+            "provider": provider or "none",
+            "status": status,
+            "provider_message_id": message_id,
+            "idempotency_key": idempotency_key(
+                rec["campaign_id"], rec["lead_id"], int(rec["touch"])
+            ),
+            "cost_units": cost,
+            "sent_at": now,
+            "error": error,
+            "event_time": rec["event_time"],
+        }
+        return Output(self.out_topic, rec["lead_id"].encode(), self.codec.encode(record))
+
+
+@app.agent(topology.topic("touch-due"), name="send")
+async def send_agent(stream: Any) -> None:
+    """Faust agent: run the send stage over ``touch-due``."""
+    ctx = await get_context(app, topology.lead_state_table)
+    runner = StageRunner(
+        SendStage(ctx),
+        producer=ctx.producer,
+        input_topic=ctx.topic("touch-due"),
+        dead_letter_topic=ctx.topic("dead-letter"),
+        batch_size=ctx.settings.stage_batch_size,
+        batch_within=ctx.settings.stage_batch_within_ms / 1000,
+    )
+    await runner.run(stream)

@@ -1,0 +1,163 @@
+"""The scheduler's durable queue of touches (``pending_touches``).
+
+A touch is queued once per (campaign, lead, touch); queueing again is a
+no-op, so replays and redeliveries are harmless. Releasing takes the due
+rows of the caller's partitions, best priority first, locks them
+(``SKIP LOCKED``, so two workers never release the same row), and marks them
+emitted in the same transaction after the caller has produced them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+__all__ = [
+    "DueTouch",
+    "PendingTouch",
+    "earlier_payloads",
+    "mark_emitted",
+    "queue_touches",
+    "release_due",
+    "requeue",
+]
+
+
+@dataclass(frozen=True)
+class PendingTouch:
+    """A touch to queue."""
+
+    campaign_id: str
+    lead_id: str
+    touch: int
+    kafka_partition: int
+    channel: str
+    priority: int
+    due_at: datetime
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class DueTouch:
+    """A released touch: its key and encoded ``TouchDue``."""
+
+    campaign_id: str
+    lead_id: str
+    touch: int
+    payload: bytes
+
+
+async def queue_touches(
+    conn: psycopg.AsyncConnection[tuple[object, ...]], touches: Sequence[PendingTouch]
+) -> None:
+    """Queue touches that are not queued yet."""
+    if not touches:
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            """
+            INSERT INTO pending_touches (campaign_id, lead_id, touch, kafka_partition, channel,
+                                         priority, due_at, payload)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (campaign_id, lead_id, touch) DO NOTHING
+            """,
+            [
+                (
+                    t.campaign_id,
+                    t.lead_id,
+                    t.touch,
+                    t.kafka_partition,
+                    t.channel,
+                    t.priority,
+                    t.due_at,
+                    t.payload,
+                )
+                for t in touches
+            ],
+        )
+
+
+async def earlier_payloads(
+    conn: psycopg.AsyncConnection[tuple[object, ...]], keys: Sequence[tuple[str, str, int]]
+) -> dict[tuple[str, str, int], bytes]:
+    """The queued payloads of (campaign, lead, touch) keys that exist."""
+    if not keys:
+        return {}
+    cur = await conn.execute(
+        """
+        SELECT p.campaign_id, p.lead_id, p.touch, p.payload
+        FROM pending_touches p
+        JOIN unnest(%s::text[], %s::text[], %s::int[]) AS k(campaign_id, lead_id, touch)
+          ON p.campaign_id = k.campaign_id AND p.lead_id = k.lead_id AND p.touch = k.touch
+        """,
+        ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
+    )
+    return {(str(c), str(lead), int(str(t))): bytes(p) for c, lead, t, p in await cur.fetchall()}  # type: ignore[call-overload]
+
+
+async def release_due(
+    conn: psycopg.AsyncConnection[tuple[object, ...]],
+    *,
+    partitions: Sequence[int],
+    channel: str,
+    now: datetime,
+    limit: int,
+) -> list[DueTouch]:
+    """Lock and return up to ``limit`` due touches of ``channel`` on ``partitions``.
+
+    Call inside a transaction, produce the payloads, then :func:`mark_emitted`
+    in the same transaction. Paused campaigns release nothing; cancelled ones
+    do, so the send stage can close their leads.
+    """
+    if not partitions or limit <= 0:
+        return []
+    cur = await conn.execute(
+        """
+        SELECT p.campaign_id, p.lead_id, p.touch, p.payload
+        FROM pending_touches p
+        JOIN campaigns c ON c.campaign_id = p.campaign_id
+        WHERE p.kafka_partition = ANY(%s) AND p.emitted_at IS NULL AND p.due_at <= %s
+          AND p.channel = %s AND c.status IN ('active', 'cancelled')
+        ORDER BY p.priority DESC, p.due_at
+        LIMIT %s
+        FOR UPDATE OF p SKIP LOCKED
+        """,
+        (list(partitions), now, channel, limit),
+    )
+    rows = await cur.fetchall()
+    return [DueTouch(str(c), str(lead), int(str(t)), bytes(p)) for c, lead, t, p in rows]  # type: ignore[call-overload]
+
+
+async def mark_emitted(
+    conn: psycopg.AsyncConnection[tuple[object, ...]], touches: Sequence[DueTouch], at: datetime
+) -> None:
+    """Mark released touches as emitted."""
+    if not touches:
+        return
+    await conn.execute(
+        """
+        UPDATE pending_touches p SET emitted_at = %s
+        FROM unnest(%s::text[], %s::text[], %s::int[]) AS k(campaign_id, lead_id, touch)
+        WHERE p.campaign_id = k.campaign_id AND p.lead_id = k.lead_id AND p.touch = k.touch
+        """,
+        (
+            at,
+            [t.campaign_id for t in touches],
+            [t.lead_id for t in touches],
+            [t.touch for t in touches],
+        ),
+    )
+
+
+async def requeue(
+    conn: psycopg.AsyncConnection[tuple[object, ...]], key: tuple[str, str, int], due_at: datetime
+) -> None:
+    """Put a released touch back in the queue, due at ``due_at``."""
+    await conn.execute(
+        "UPDATE pending_touches SET emitted_at = NULL, due_at = %s "
+        "WHERE campaign_id = %s AND lead_id = %s AND touch = %s",
+        (due_at, *key),
+    )

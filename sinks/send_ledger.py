@@ -1,0 +1,247 @@
+"""The send ledger: at most one provider call per (campaign, lead, touch).
+
+A send is **claimed** before the provider is called, in one transaction that
+also re-checks what may have changed since the touch was released: the
+lead's opt-out (by hashed identity, across campaigns), the campaign's status
+and a block on the channel. Only a claim that inserts a new row may call the
+provider. A claim that finds an existing row returns that row instead, so a
+replay or a redelivery re-emits the recorded outcome and never calls twice.
+
+Outcomes are then recorded on the row: ``accepted`` (with the provider's
+message id), ``failed``, or ``ambiguous`` (the request went out and no answer
+came back: never re-sent blindly; the lead goes to ``reconcile``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+__all__ = [
+    "Claim",
+    "ClaimRequest",
+    "Outcome",
+    "accepted_counts",
+    "claim_sends",
+    "record_outcomes",
+    "release_claims",
+]
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    """A send about to happen."""
+
+    campaign_id: str
+    lead_id: str
+    touch: int
+    channel: str
+    idempotency_key: str
+    identity_key: str | None
+    campaign_clock: datetime
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to a claim.
+
+    ``won`` means this caller inserted the row and may call the provider.
+    Otherwise ``blocked`` says why nothing may be sent (``opted_out``,
+    ``campaign_<status>``, ``channel_blocked``), or ``status`` is the outcome
+    an earlier claim already recorded.
+    """
+
+    request: ClaimRequest
+    won: bool
+    blocked: str | None = None
+    status: str | None = None
+    provider: str | None = None
+    provider_message_id: str | None = None
+    cost_units: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the provider call came to."""
+
+    campaign_id: str
+    lead_id: str
+    touch: int
+    status: str  # accepted | failed | ambiguous
+    provider: str
+    provider_message_id: str | None
+    cost_units: float
+    attempts: int
+    error: str | None
+
+
+async def claim_sends(
+    conn: psycopg.AsyncConnection[tuple[object, ...]], requests: Sequence[ClaimRequest]
+) -> list[Claim]:
+    """Claim each request (call inside one transaction); answers in request order."""
+    if not requests:
+        return []
+    keys = (
+        [r.campaign_id for r in requests],
+        [r.lead_id for r in requests],
+        [r.touch for r in requests],
+    )
+    cur = await conn.execute(
+        """
+        SELECT k.campaign_id, k.lead_id, k.touch,
+               EXISTS (SELECT 1 FROM opt_outs o WHERE o.identity_key = k.identity_key),
+               c.status,
+               EXISTS (SELECT 1 FROM channel_blocks b WHERE b.campaign_id = k.campaign_id
+                       AND b.lead_id = k.lead_id AND b.channel = k.channel)
+        FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[], %s::text[])
+             AS k(campaign_id, lead_id, touch, identity_key, channel)
+        LEFT JOIN campaigns c ON c.campaign_id = k.campaign_id
+        """,
+        (*keys, [r.identity_key for r in requests], [r.channel for r in requests]),
+    )
+    checks = {
+        (str(c), str(lead), int(str(t))): (bool(o), s, bool(b))
+        for c, lead, t, o, s, b in await cur.fetchall()
+    }
+    allowed = []
+    answers: dict[tuple[str, str, int], Claim] = {}
+    for r in requests:
+        opted, status, blocked = checks[(r.campaign_id, r.lead_id, r.touch)]
+        if opted:
+            answers[(r.campaign_id, r.lead_id, r.touch)] = Claim(r, False, blocked="opted_out")
+        elif status != "active":
+            answers[(r.campaign_id, r.lead_id, r.touch)] = Claim(
+                r, False, blocked=f"campaign_{status or 'missing'}"
+            )
+        elif blocked:
+            answers[(r.campaign_id, r.lead_id, r.touch)] = Claim(
+                r, False, blocked="channel_blocked"
+            )
+        else:
+            allowed.append(r)
+    if allowed:
+        cur = await conn.execute(
+            """
+            INSERT INTO send_ledger (campaign_id, lead_id, touch, channel, idempotency_key,
+                                     status, campaign_clock)
+            SELECT k.campaign_id, k.lead_id, k.touch, k.channel, k.idempotency_key,
+                   'claimed', k.clock
+            FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[], %s::text[],
+                        %s::timestamptz[])
+                 AS k(campaign_id, lead_id, touch, channel, idempotency_key, clock)
+            ON CONFLICT (campaign_id, lead_id, touch) DO NOTHING
+            RETURNING campaign_id, lead_id, touch
+            """,
+            (
+                [r.campaign_id for r in allowed],
+                [r.lead_id for r in allowed],
+                [r.touch for r in allowed],
+                [r.channel for r in allowed],
+                [r.idempotency_key for r in allowed],
+                [r.campaign_clock for r in allowed],
+            ),
+        )
+        won = {(str(c), str(lead), int(str(t))) for c, lead, t in await cur.fetchall()}
+        lost = [r for r in allowed if (r.campaign_id, r.lead_id, r.touch) not in won]
+        for r in allowed:
+            if (r.campaign_id, r.lead_id, r.touch) in won:
+                answers[(r.campaign_id, r.lead_id, r.touch)] = Claim(r, True)
+        if lost:
+            cur = await conn.execute(
+                """
+                SELECT s.campaign_id, s.lead_id, s.touch, s.status, s.provider,
+                       s.provider_message_id, s.cost_units, s.error
+                FROM send_ledger s
+                JOIN unnest(%s::text[], %s::text[], %s::int[]) AS k(campaign_id, lead_id, touch)
+                  ON s.campaign_id = k.campaign_id AND s.lead_id = k.lead_id AND s.touch = k.touch
+                """,
+                ([r.campaign_id for r in lost], [r.lead_id for r in lost], [r.touch for r in lost]),
+            )
+            rows = {
+                (str(c), str(lead), int(str(t))): (st, p, m, cu, e)
+                for c, lead, t, st, p, m, cu, e in await cur.fetchall()
+            }
+            for r in lost:
+                st, p, m, cu, e = rows[(r.campaign_id, r.lead_id, r.touch)]
+                answers[(r.campaign_id, r.lead_id, r.touch)] = Claim(
+                    r,
+                    False,
+                    status=str(st),
+                    provider=None if p is None else str(p),
+                    provider_message_id=None if m is None else str(m),
+                    cost_units=float(str(cu)),
+                    error=None if e is None else str(e),
+                )
+    return [answers[(r.campaign_id, r.lead_id, r.touch)] for r in requests]
+
+
+async def record_outcomes(
+    conn: psycopg.AsyncConnection[tuple[object, ...]], outcomes: Sequence[Outcome], at: datetime
+) -> None:
+    """Record provider outcomes on claimed rows."""
+    if not outcomes:
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            """
+            UPDATE send_ledger SET status = %s, provider = %s, provider_message_id = %s,
+                   cost_units = %s, attempts = %s, error = %s, completed_at = %s
+            WHERE campaign_id = %s AND lead_id = %s AND touch = %s AND status = 'claimed'
+            """,
+            [
+                (
+                    o.status,
+                    o.provider,
+                    o.provider_message_id,
+                    o.cost_units,
+                    o.attempts,
+                    o.error,
+                    at,
+                    o.campaign_id,
+                    o.lead_id,
+                    o.touch,
+                )
+                for o in outcomes
+            ],
+        )
+
+
+async def accepted_counts(
+    conn: psycopg.AsyncConnection[tuple[object, ...]], leads: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    """How many sequence touches (touch >= 1) were accepted for each (campaign, lead)."""
+    if not leads:
+        return {}
+    cur = await conn.execute(
+        """
+        SELECT s.campaign_id, s.lead_id, count(*)
+        FROM send_ledger s
+        JOIN unnest(%s::text[], %s::text[]) AS k(campaign_id, lead_id)
+          ON s.campaign_id = k.campaign_id AND s.lead_id = k.lead_id
+        WHERE s.status = 'accepted' AND s.touch >= 1
+        GROUP BY s.campaign_id, s.lead_id
+        """,
+        ([c for c, _ in leads], [lead for _, lead in leads]),
+    )
+    return {(str(c), str(lead)): int(str(n)) for c, lead, n in await cur.fetchall()}
+
+
+async def release_claims(
+    conn: psycopg.AsyncConnection[tuple[object, ...]], keys: Sequence[tuple[str, str, int]]
+) -> None:
+    """Delete claims whose provider call never went out (circuit open, throttled)."""
+    if not keys:
+        return
+    await conn.execute(
+        """
+        DELETE FROM send_ledger s
+        USING unnest(%s::text[], %s::text[], %s::int[]) AS k(campaign_id, lead_id, touch)
+        WHERE s.campaign_id = k.campaign_id AND s.lead_id = k.lead_id AND s.touch = k.touch
+          AND s.status = 'claimed'
+        """,
+        ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
+    )
