@@ -8,9 +8,7 @@ and its changelog is compacted by Faust.
 
 from __future__ import annotations
 
-from typing import Any
-
-import faust
+from typing import Any, cast
 
 from streams.app import app
 from streams.codec import FaustAvroCodec
@@ -38,14 +36,29 @@ def topic(base: str) -> Any:
     return _topics[base]
 
 
+_STATE_CODEC = FaustAvroCodec("leadflow.LeadState", subject="lead-state")
+
 #: lead id (bytes) -> leadflow.LeadState record.
 lead_state_table = app.Table(
     "lead-state",
-    schema=faust.Schema(
-        key_type=bytes,
-        key_serializer="raw",
-        value_serializer=FaustAvroCodec("leadflow.LeadState", subject="lead-state"),
-    ),
+    key_type=bytes,  # Faust picks the "raw" key serializer from this
     partitions=_settings.topic_partitions,
     help="Current state of every lead (see streams/state_machine.py).",
+    # Faust takes a table's serializers from key_type/value_type only and falls
+    # back to JSON, so the changelog is declared here with the Avro codec (and
+    # the settings Faust gives its own changelogs: compacted, internal).
+    changelog_topic=app.topic(
+        f"{app.conf.id}-lead-state-changelog",
+        key_type=bytes,
+        key_serializer="raw",
+        value_serializer=_STATE_CODEC,
+        partitions=_settings.topic_partitions,
+        compacting=True,
+        deleting=False,
+        acks=False,
+        internal=True,
+    ),
 )
+# Changelog writes pass the table's own serializer explicitly (overriding the
+# topic's), so the table must name the codec too.
+cast(Any, lead_state_table).value_serializer = _STATE_CODEC

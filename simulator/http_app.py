@@ -154,8 +154,9 @@ def _string(data: Mapping[str, Any], field: str, *, max_len: int | None = None) 
 
 def _touch(data: Mapping[str, Any]) -> int:
     value = data.get("touch")
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SimHTTPError(400, "invalid_request", "touch must be an integer >= 1")
+    # Touch 0 is a compliance message (an opt-out confirmation), not a sequence step.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SimHTTPError(400, "invalid_request", "touch must be an integer >= 0")
     return value
 
 

@@ -85,7 +85,7 @@ async def test_invalid_number_is_400(
 
 @pytest.mark.parametrize(
     ("change", "code"),
-    [({"touch": 0}, "invalid_request"), ({"lead_id": ""}, "invalid_request")],
+    [({"touch": -1}, "invalid_request"), ({"lead_id": ""}, "invalid_request")],
 )
 async def test_bad_fields_are_400(
     sms: dict[str, Any], sim: Simulator, post: JsonPost, change: dict, code: str

@@ -108,7 +108,7 @@ def test_every_documented_phrase_is_an_opt_out_inside_a_sentence(phrase: str) ->
         "I want to opt out",
         "I revoke my consent",
         "lose my number",
-        "Caller asked to be removed from the list. Remove me.",
+        "Caller asked to be removed from the list",
     ],
 )
 def test_plain_language_opt_outs(body: str) -> None:
