@@ -15,7 +15,7 @@ from streams.clock import CampaignClock, shared_clock
 from streams.settings import Settings, get_settings
 from streams.topics import by_name
 
-__all__ = ["PipelineContext", "get_context"]
+__all__ = ["PipelineContext", "close_context", "get_context"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,14 @@ class PipelineContext:
 
 _context: PipelineContext | None = None
 _lock = asyncio.Lock()
+
+
+async def close_context(*_: Any, **__: Any) -> None:
+    """Close the worker's context (connections, provider sessions) at shutdown."""
+    global _context
+    if _context is not None:
+        context, _context = _context, None
+        await context.aclose()
 
 
 async def get_context(app: Any, table: Any) -> PipelineContext:

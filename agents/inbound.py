@@ -70,6 +70,7 @@ from providers.base import SmsMessage
 from providers.errors import AmbiguousOutcomeError
 from providers.idempotency import idempotency_key
 from sinks.lead_state import StateChange, write_state_changes
+from sinks.opt_outs import OptOut, record_opt_outs
 from streams.app import app
 from streams.codec import AvroCodec
 from streams.compliance import ReplyKind, classify_event
@@ -105,16 +106,6 @@ class UnmatchedOptOutError(LeadflowError):
     reason = "unmatched_opt_out"
 
 
-@dataclass(frozen=True)
-class OptOut:
-    """One ``opt_outs`` row to record (channel ``all``)."""
-
-    identity_key: str
-    source: str
-    campaign_id: str | None
-    lead_id: str | None
-
-
 async def lookup_identities(
     conn: Conn, pairs: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], str]:
@@ -145,21 +136,6 @@ async def lookup_identities(
         for c, lead, ident in await cur.fetchall()
         if ident is not None
     }
-
-
-async def record_opt_outs(conn: Conn, rows: Sequence[OptOut]) -> None:
-    """Insert opt-outs (channel ``all``); an identity already opted out is left as it is."""
-    if not rows:
-        return
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            """
-            INSERT INTO opt_outs (identity_key, channel, source, campaign_id, lead_id)
-            VALUES (%s, 'all', %s, %s, %s)
-            ON CONFLICT DO NOTHING
-            """,
-            [(r.identity_key, r.source, r.campaign_id, r.lead_id) for r in rows],
-        )
 
 
 _TOUCH_DUE = AvroCodec("leadflow.TouchDue", subject="pending_touches")
@@ -261,7 +237,8 @@ class InboundStage(Stage):
         if kind == ReplyKind.OPT_OUT and lead_id:
             opting_out.add(lead_id)
         elif kind == ReplyKind.RESUBSCRIBE:
-            current = self.ctx.states.get(lead_id) if lead_id else None
+            campaign_id = rec.get("campaign_id") or ""
+            current = self.ctx.states.get(campaign_id, lead_id) if lead_id else None
             opted = current is not None and current.state is State.OPTED_OUT
             if not opted and lead_id not in opting_out:
                 kind = ReplyKind.REPLY.value  # "Yes"/"Start" from a lead in sequence: interest

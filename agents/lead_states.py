@@ -1,7 +1,8 @@
 """The per-lead state table, as the stages use it.
 
-The table (declared in :mod:`agents.topology`) maps lead id -> the
-``leadflow.LeadState`` record and is backed by a compacted changelog topic.
+The table (declared in :mod:`agents.topology`) maps (campaign, lead) -> the
+``leadflow.LeadState`` record (lead ids are unique only within a campaign)
+and is backed by a compacted changelog topic.
 Stages change it only through :meth:`LeadStates.advance`, which applies the
 state machine (:mod:`streams.state_machine`) and is **idempotent**: steps the
 lead has already passed are skipped, so at-least-once redelivery and replays
@@ -27,7 +28,7 @@ from agents.runtime import Item
 from streams.errors import IllegalTransitionError
 from streams.state_machine import TERMINAL, LeadState, State, new_lead, transition
 
-__all__ = ["Applied", "LeadStates", "Step", "rank"]
+__all__ = ["Applied", "LeadStates", "Step", "rank", "table_key"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,11 @@ def rank(state: State, touch: int = 0) -> float:
     return base + (0.0005 if state is State.RECONCILE else 0)
 
 
+def table_key(campaign_id: str, lead_id: str) -> bytes:
+    """The state table's key: lead ids are unique only within their campaign."""
+    return f"{campaign_id}\x1f{lead_id}".encode()
+
+
 @contextmanager
 def current_event(event: Any) -> Iterator[None]:
     """Make ``event`` Faust's current event (so table writes go to its partition)."""
@@ -81,9 +87,9 @@ class LeadStates:
     def __init__(self, table: Any) -> None:
         self.table = table
 
-    def get(self, lead_id: str) -> LeadState | None:
+    def get(self, campaign_id: str, lead_id: str) -> LeadState | None:
         """The lead's state, or None when the table has never seen it."""
-        raw = self.table.get(lead_id.encode())
+        raw = self.table.get(table_key(campaign_id, lead_id))
         return None if raw is None else LeadState.from_record(raw)
 
     def advance(
@@ -96,7 +102,7 @@ class LeadStates:
         from the current state (nothing is applied in that case).
         """
         campaign_id = item.campaign_id or ""
-        current = self.get(item.lead_id)
+        current = self.get(campaign_id, item.lead_id)
         planned: list[Applied] = []
         if current is None:
             if not create:
@@ -117,5 +123,5 @@ class LeadStates:
             current = after
         if planned:
             with current_event(item.event):
-                self.table[item.lead_id.encode()] = current.to_record()
+                self.table[table_key(campaign_id, item.lead_id)] = current.to_record()
         return planned

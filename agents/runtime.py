@@ -22,6 +22,7 @@ message costs one dead letter, never a stalled partition or a dead worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -141,6 +142,7 @@ class StageRunner:
         batch_size: int = 500,
         batch_within: float = 0.05,
         max_backoff: float = 30.0,
+        drain_timeout: float = 20.0,
     ) -> None:
         self.stage = stage
         self.producer = producer
@@ -149,6 +151,7 @@ class StageRunner:
         self.batch_size = batch_size
         self.batch_within = batch_within
         self.max_backoff = max_backoff
+        self.drain_timeout = drain_timeout
         self.codec = AvroCodec(stage.input_schema, subject=input_topic)
         self.dead_codec = AvroCodec("leadflow.DeadLetter", subject=dead_letter_topic)
         #: Counters the metrics module reads.
@@ -157,9 +160,25 @@ class StageRunner:
         self.transient_retries = 0
 
     async def run(self, stream: Any) -> None:
-        """Consume ``stream`` forever (the body of the Faust agent)."""
+        """Consume ``stream`` forever (the body of the Faust agent).
+
+        When the worker stops (the agent is cancelled) mid-batch, the batch in
+        flight is finished first, up to ``drain_timeout`` seconds, so a stop
+        never leaves a send claimed but its outcome unrecorded.
+        """
         async for events in stream.noack_take(self.batch_size, within=self.batch_within):
-            await self.process(events)
+            batch = asyncio.ensure_future(self.process(events))
+            try:
+                await asyncio.shield(batch)
+            except asyncio.CancelledError:
+                log.info(
+                    "stage %s: stopping; finishing %d events in flight",
+                    self.stage.name,
+                    len(events),
+                )
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(batch, self.drain_timeout)
+                raise
             for event in events:
                 await stream.ack(event)
 

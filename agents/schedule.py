@@ -134,7 +134,7 @@ class ScheduleStage(_Queueing, Stage):
             view = campaigns.get(item.campaign_id or "")
             if view is None:
                 continue  # the score stage dead-letters unknown campaigns
-            current = self.ctx.states.get(item.lead_id)
+            current = self.ctx.states.get(item.campaign_id or "", item.lead_id)
             if current is not None and (
                 current.state in TERMINAL
                 or rank(current.state, current.touch) > rank(State.IN_SEQUENCE, 1)
@@ -188,7 +188,7 @@ class SequenceStage(_Queueing, Stage):
             view = campaigns.get(item.campaign_id or "")
             if k < 1 or view is None or rec["status"] == "ambiguous":
                 continue  # compliance messages; reconcile handles ambiguous sends
-            current = self.ctx.states.get(item.lead_id)
+            current = self.ctx.states.get(item.campaign_id or "", item.lead_id)
             if current is None or current.state in TERMINAL:
                 continue
             if current.state in (State.IN_SEQUENCE, State.RECONCILE) and current.touch == k:

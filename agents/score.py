@@ -50,7 +50,7 @@ class ScoreStage(Stage):
                     (item, UnknownCampaignError(f"campaign {item.campaign_id!r} does not exist"))
                 )
                 continue
-            current = self.ctx.states.get(item.lead_id)
+            current = self.ctx.states.get(item.campaign_id or "", item.lead_id)
             if (
                 current is not None
                 and current.state not in (State.QUALIFIED, State.DISQUALIFIED)

@@ -10,7 +10,11 @@ For each due touch, in order:
    opt-out, the campaign status and channel blocks (:mod:`sinks.send_ledger`);
    a claim that already exists re-emits its recorded outcome instead;
 4. the provider is called with the idempotency key, through the protection
-   layer (rate limit, breaker, retries); calls in a batch run concurrently;
+   layer (rate limit, breaker, retries), calls in a batch concurrently, while
+   the contacts' locks are held and after a last opt-out check, so an opt-out
+   recorded meanwhile waits for these calls (:mod:`sinks.opt_outs`);
+   The send's campaign-clock time (``X-Leadflow-Clock``) is the moment the
+   window was checked, so the recorded time and the check always agree;
 5. the outcome is recorded and a ``leadflow.TouchSent`` emitted:
    ``accepted``; ``failed`` for a permanent refusal (an invalid number also
    blocks that channel for the lead); ``ambiguous`` when the request went out
@@ -43,6 +47,7 @@ from providers.errors import (
 )
 from providers.idempotency import idempotency_key
 from sinks.lead_state import StateChange, write_state_changes
+from sinks.opt_outs import lock_identities, opted_out
 from sinks.schedule_store import requeue
 from sinks.send_ledger import (
     Claim,
@@ -55,6 +60,7 @@ from sinks.send_ledger import (
 from streams.app import app
 from streams.campaign import Campaign
 from streams.codec import AvroCodec
+from streams.errors import LeadflowError
 from streams.messages import render_touch
 from streams.send_window import in_window, next_send_time
 from streams.state_machine import State
@@ -63,6 +69,9 @@ __all__ = ["SendStage"]
 
 log = logging.getLogger(__name__)
 _CONCURRENCY = 64
+#: A touch goes out only if its window stays open this much longer, so a send
+#: decided just before the window closes is not delivered after it.
+_WINDOW_MARGIN = timedelta(minutes=1)
 
 
 @dataclass
@@ -81,6 +90,8 @@ class SendStage(Stage):
     def __init__(self, ctx: PipelineContext) -> None:
         self.ctx = ctx
         self.db = ctx.db(self.name)
+        #: Holds the contact locks while provider calls are in flight.
+        self.guard = ctx.db("send-guard")
         self.out_topic = ctx.topic("sent")
         self.codec = AvroCodec("leadflow.TouchSent", subject=self.out_topic)
         self.limit = asyncio.Semaphore(_CONCURRENCY)
@@ -99,7 +110,7 @@ class SendStage(Stage):
             k = int(rec["touch"])
             key = (item.campaign_id or "", item.lead_id, k)
             view = campaigns.get(key[0])
-            current = self.ctx.states.get(item.lead_id)
+            current = self.ctx.states.get(item.campaign_id or "", item.lead_id)
             if view is None or current is None:
                 continue  # nothing of this lead or campaign to send for (dead-lettered upstream)
             if current.state is not State.IN_SEQUENCE or current.touch != k:
@@ -111,9 +122,13 @@ class SendStage(Stage):
             if view.status != "active":
                 requeues.append((key, now + timedelta(hours=1)))
                 continue
-            if not in_window(view.campaign, rec["timezone"], rec.get("state"), now):
+            zone, region = rec["timezone"], rec.get("state")
+            if not (
+                in_window(view.campaign, zone, region, now)
+                and in_window(view.campaign, zone, region, now + _WINDOW_MARGIN)
+            ):
                 requeues.append(
-                    (key, next_send_time(view.campaign, rec["timezone"], rec.get("state"), now))
+                    (key, next_send_time(view.campaign, zone, region, now + _WINDOW_MARGIN))
                 )
                 continue
             channel = str(rec["channel"])
@@ -145,8 +160,21 @@ class SendStage(Stage):
         outcomes: list[Outcome] = []
         released: list[tuple[str, str, int]] = []
         if sends:
-            answers = await asyncio.gather(*(self._call(s, now) for s in sends))
-            for send, answer in zip(sends, answers, strict=True):
+            called, answers = await self._guarded_calls(sends, now)
+            called_ids = {id(s) for s in called}
+            for send in sends:
+                if id(send) not in called_ids:  # opted out after its claim: never called
+                    key = (
+                        send.claim.request.campaign_id,
+                        send.item.lead_id,
+                        send.claim.request.touch,
+                    )
+                    released.append(key)
+                    result.outputs.append(
+                        self._sent(send.item.record, "skipped", now, error="opted_out")
+                    )
+                    changes += self._advance(send.item, Step(State.OPTED_OUT, reason="opted_out"))
+            for send, answer in zip(called, answers, strict=True):
                 changes += self._outcome(send, answer, now, result, outcomes, released, requeues)
         blocks, self._blocks = self._blocks, []
         if changes or outcomes or released or requeues or blocks:
@@ -170,6 +198,11 @@ class SendStage(Stage):
         rec = item.record
         if claim.won:
             sends.append(_Send(item, campaign, claim))
+            return []
+        if claim.blocked == "duplicate":
+            return []  # a second copy of a send in this batch: the first one speaks for it
+        if claim.blocked == "contended":
+            requeues.append(((claim.request.campaign_id, item.lead_id, claim.request.touch), now))
             return []
         if claim.blocked == "opted_out":
             result.outputs.append(self._sent(rec, "skipped", now, error="opted_out"))
@@ -208,6 +241,40 @@ class SendStage(Stage):
         return []
 
     # --- provider calls ----------------------------------------------------------------
+
+    async def _guarded_calls(
+        self, sends: list[_Send], now: datetime
+    ) -> tuple[list[_Send], list[SendResult | BaseException]]:
+        """Call the providers while holding the sends' contact locks (shared).
+
+        An opt-out recorded meanwhile waits for these calls to finish; one
+        recorded before is seen by the re-check here, and its sends are left
+        out. See :mod:`sinks.opt_outs`.
+        """
+        identities = [s.claim.request.identity_key for s in sends if s.claim.request.identity_key]
+        called: list[_Send] | None = None
+        answers: list[SendResult | BaseException] = []
+        try:
+            async with self.guard.transaction() as conn:
+                await lock_identities(conn, identities, shared=True)
+                stopped = await opted_out(conn, identities)
+                called = [s for s in sends if s.claim.request.identity_key not in stopped]
+                answers = list(await asyncio.gather(*(self._call(s, now) for s in called)))
+        except LeadflowError:
+            if called is None or len(answers) != len(called):
+                # Nothing was called: give the claims back so a retry claims afresh.
+                keys = [
+                    (s.claim.request.campaign_id, s.item.lead_id, s.claim.request.touch)
+                    for s in sends
+                ]
+                await hold_until_done(lambda: self._release(keys), "send: release claims")
+                raise
+            # The calls happened; only the commit (releasing the locks) failed.
+        return called, answers
+
+    async def _release(self, keys: list[tuple[str, str, int]]) -> None:
+        async with self.db.transaction() as conn:
+            await release_claims(conn, keys)
 
     async def _call(self, send: _Send, now: datetime) -> SendResult | BaseException:
         rec = send.item.record

@@ -38,7 +38,7 @@ def topic(base: str) -> Any:
 
 _STATE_CODEC = FaustAvroCodec("leadflow.LeadState", subject="lead-state")
 
-#: lead id (bytes) -> leadflow.LeadState record.
+#: campaign id + "\x1f" + lead id (bytes) -> leadflow.LeadState record.
 lead_state_table = app.Table(
     "lead-state",
     key_type=bytes,  # Faust picks the "raw" key serializer from this
@@ -62,3 +62,11 @@ lead_state_table = app.Table(
 # Changelog writes pass the table's own serializer explicitly (overriding the
 # topic's), so the table must name the codec too.
 cast(Any, lead_state_table).value_serializer = _STATE_CODEC
+
+
+@app.on_before_shutdown.connect
+async def _close_pipeline(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    """Close provider sessions and database connections when the worker stops."""
+    from agents.context import close_context
+
+    await close_context()

@@ -50,8 +50,10 @@ class Claim:
 
     ``won`` means this caller inserted the row and may call the provider.
     Otherwise ``blocked`` says why nothing may be sent (``opted_out``,
-    ``campaign_<status>``, ``channel_blocked``), or ``status`` is the outcome
-    an earlier claim already recorded.
+    ``campaign_<status>``, ``channel_blocked``; ``duplicate`` for a second copy
+    of the same send in one batch; ``contended`` when a concurrent release
+    removed the row, so try later), or ``status`` is the outcome an earlier
+    claim already recorded.
     """
 
     request: ClaimRequest
@@ -107,22 +109,29 @@ async def claim_sends(
         (str(c), str(lead), int(str(t))): (bool(o), s, bool(b))
         for c, lead, t, o, s, b in await cur.fetchall()
     }
-    allowed = []
-    answers: dict[tuple[str, str, int], Claim] = {}
-    for r in requests:
-        opted, status, blocked = checks[(r.campaign_id, r.lead_id, r.touch)]
+    allowed: list[ClaimRequest] = []
+    answers: dict[int, Claim] = {}  # by position in ``requests``
+    seen: set[tuple[str, str, int]] = set()
+    for pos, r in enumerate(requests):
+        key = (r.campaign_id, r.lead_id, r.touch)
+        opted, status, blocked = checks[key]
+        if key in seen:  # the same send twice in one batch: only the first may win
+            answers[pos] = Claim(r, False, blocked="duplicate")
+            continue
+        seen.add(key)
         if opted:
-            answers[(r.campaign_id, r.lead_id, r.touch)] = Claim(r, False, blocked="opted_out")
+            answers[pos] = Claim(r, False, blocked="opted_out")
         elif status != "active":
-            answers[(r.campaign_id, r.lead_id, r.touch)] = Claim(
-                r, False, blocked=f"campaign_{status or 'missing'}"
-            )
+            answers[pos] = Claim(r, False, blocked=f"campaign_{status or 'missing'}")
         elif blocked:
-            answers[(r.campaign_id, r.lead_id, r.touch)] = Claim(
-                r, False, blocked="channel_blocked"
-            )
+            answers[pos] = Claim(r, False, blocked="channel_blocked")
         else:
             allowed.append(r)
+    positions = {
+        (r.campaign_id, r.lead_id, r.touch): pos
+        for pos, r in enumerate(requests)
+        if pos not in answers
+    }
     if allowed:
         cur = await conn.execute(
             """
@@ -149,7 +158,7 @@ async def claim_sends(
         lost = [r for r in allowed if (r.campaign_id, r.lead_id, r.touch) not in won]
         for r in allowed:
             if (r.campaign_id, r.lead_id, r.touch) in won:
-                answers[(r.campaign_id, r.lead_id, r.touch)] = Claim(r, True)
+                answers[positions[(r.campaign_id, r.lead_id, r.touch)]] = Claim(r, True)
         if lost:
             cur = await conn.execute(
                 """
@@ -166,8 +175,13 @@ async def claim_sends(
                 for c, lead, t, st, p, m, cu, e in await cur.fetchall()
             }
             for r in lost:
-                st, p, m, cu, e = rows[(r.campaign_id, r.lead_id, r.touch)]
-                answers[(r.campaign_id, r.lead_id, r.touch)] = Claim(
+                pos = positions[(r.campaign_id, r.lead_id, r.touch)]
+                row = rows.get((r.campaign_id, r.lead_id, r.touch))
+                if row is None:  # released by another transaction since our insert
+                    answers[pos] = Claim(r, False, blocked="contended")
+                    continue
+                st, p, m, cu, e = row
+                answers[pos] = Claim(
                     r,
                     False,
                     status=str(st),
@@ -176,7 +190,7 @@ async def claim_sends(
                     cost_units=float(str(cu)),
                     error=None if e is None else str(e),
                 )
-    return [answers[(r.campaign_id, r.lead_id, r.touch)] for r in requests]
+    return [answers[pos] for pos in range(len(requests))]
 
 
 async def record_outcomes(

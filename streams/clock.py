@@ -73,10 +73,10 @@ def _parse_start(text: str) -> float | None:
 
 def shared_clock(dsn: str, scale: float, start: str = "") -> CampaignClock:
     """The clock every process shares, anchored once in Postgres."""
-    wall_now = time.time()
     try:
         with psycopg.connect(dsn) as conn, conn.transaction():
             conn.execute("LOCK TABLE clock_anchor IN EXCLUSIVE MODE")
+            wall_now = time.time()  # after the lock: the anchor is taken at this instant
             row = conn.execute(
                 "SELECT extract(epoch FROM wall_anchor), extract(epoch FROM campaign_anchor), "
                 "scale FROM clock_anchor WHERE id = 1"
@@ -85,7 +85,8 @@ def shared_clock(dsn: str, scale: float, start: str = "") -> CampaignClock:
                 clock = CampaignClock(float(row[2]), float(row[0]), float(row[1]))
                 if abs(clock.scale - scale) < 1e-9:
                     return clock
-                campaign_now = clock.now_s()  # re-anchor: keep time continuous
+                # re-anchor at this instant: campaign time stays continuous
+                campaign_now = clock.campaign_anchor + (wall_now - clock.wall_anchor) * clock.scale
             else:
                 parsed = _parse_start(start)
                 campaign_now = parsed if parsed is not None else wall_now

@@ -16,7 +16,6 @@ changelog topic:
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from streams.state_machine import TERMINAL, State
+from streams.topic_reader import read_to_end
 
 __all__ = ["Check", "check_campaign", "read_state_changelog"]
 
@@ -53,7 +53,7 @@ def check_campaign(
     messages: Sequence[Mapping[str, Any]],
     *,
     accepted_leads: Iterable[str] | None = None,
-    changelog: Mapping[str, Mapping[str, Any]] | None = None,
+    changelog: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
 ) -> list[Check]:
     """Check I1, I2, I3, W (and I5 when ``changelog`` is given) for one campaign."""
     msgs = [m for m in messages if m.get("campaign_id") == campaign_id]
@@ -77,7 +77,7 @@ def check_campaign(
         }
     checks = [_i1(msgs), _i2(leads, accepted_leads), _i3(msgs, opt_outs), _windows(msgs, leads)]
     if changelog is not None:
-        checks.append(_i5(leads, changelog))
+        checks.append(_i5(campaign_id, leads, changelog))
     return checks
 
 
@@ -146,14 +146,17 @@ def _windows(
 
 
 def _i5(
-    leads: Mapping[str, tuple[str, Any, Any, Any]], changelog: Mapping[str, Mapping[str, Any]]
+    campaign_id: str,
+    leads: Mapping[str, tuple[str, Any, Any, Any]],
+    changelog: Mapping[tuple[str, str], Mapping[str, Any]],
 ) -> Check:
+    mine = {lead: rec for (campaign, lead), rec in changelog.items() if campaign == campaign_id}
     differ = [
         lead
         for lead, (state, _, _, version) in leads.items()
-        if lead not in changelog
-        or changelog[lead]["state"] != state
-        or int(changelog[lead]["version"]) != int(version)
+        if lead not in mine
+        or mine[lead]["state"] != state
+        or int(mine[lead]["version"]) != int(version)
     ]
     return Check(
         "I5",
@@ -163,37 +166,17 @@ def _i5(
     )
 
 
-def read_state_changelog(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[str, Any]:
-    """Last ``LeadState`` per lead id in the state table's changelog topic."""
-    from confluent_kafka import Consumer, TopicPartition
-
+def read_state_changelog(
+    bootstrap: str, topic: str, timeout_s: float = 30.0
+) -> dict[tuple[str, str], Any]:
+    """Last ``LeadState`` per (campaign, lead) in the state table's changelog topic."""
     from streams.codec import AvroCodec
 
     codec = AvroCodec("leadflow.LeadState", subject=topic)
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex, "enable.auto.commit": False}
-    )
-    state: dict[str, Any] = {}
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        parts = [TopicPartition(topic, p, 0) for p in meta.partitions]
-        ends = {p.partition: consumer.get_watermark_offsets(p, timeout=10)[1] for p in parts}
-        consumer.assign(parts)
-        remaining = {p for p, end in ends.items() if end > 0}
-        deadline = datetime.now().timestamp() + timeout_s
-        while remaining and datetime.now().timestamp() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            key = (msg.key() or b"").decode()
-            value = msg.value()
-            if value is None:
-                state.pop(key, None)
-            else:
-                state[key] = codec.decode(bytes(value))
-            partition, offset = msg.partition() or 0, msg.offset() or 0
-            if offset + 1 >= ends[partition]:
-                remaining.discard(partition)
-    finally:
-        consumer.close()
-    return state
+    state: dict[bytes, Any] = {}
+    for key, value in read_to_end(bootstrap, topic, timeout_s):
+        if value is None:
+            state.pop(key or b"", None)
+        else:
+            state[key or b""] = codec.decode(value)
+    return {(str(r["campaign_id"]), str(r["lead_id"])): r for r in state.values()}

@@ -59,5 +59,6 @@ def render_touch(campaign: Campaign, due: Mapping[str, Any]) -> Rendered:
     if step.channel != "email":
         return Rendered(text)
     subject = render_template(variant.subject or f"A note from {step.persona_name}", values)
+    subject = " ".join(subject.split())  # one line: lead data may carry CR/LF
     body = f"{text}\n\n{campaign.sender.email_footer(token)}"
     return Rendered(body, subject, f"<{campaign.sender.unsubscribe_link(token)}>")

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from agents.lead_states import table_key
 from providers.base import SendResult, SmsMessage
 from streams.campaign import load_campaign
 from streams.codec import AvroCodec
@@ -26,11 +27,13 @@ class FakeTable(dict[bytes, dict[str, Any]]):
     """Stands in for the Faust state table (LeadStates uses ``get`` and item assignment)."""
 
     def put(self, state: LeadState) -> None:
-        self[state.lead_id.encode()] = state.to_record()
+        self[table_key(state.campaign_id, state.lead_id)] = state.to_record()
 
     def state_of(self, lead_id: str) -> LeadState | None:
-        raw = self.get(lead_id.encode())
-        return None if raw is None else LeadState.from_record(raw)
+        for raw in self.values():
+            if raw["lead_id"] == lead_id:
+                return LeadState.from_record(raw)
+        return None
 
 
 @dataclass
