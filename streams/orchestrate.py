@@ -92,6 +92,7 @@ class LocalRun:
     sim_port: int = field(default_factory=free_port)
     smtp_port: int = field(default_factory=free_port)
     web_ports: list[int] = field(default_factory=list)
+    worker_log_level: str = "warn"
     sim: subprocess.Popen[bytes] | None = None
     workers: list[subprocess.Popen[bytes] | None] = field(default_factory=list)
 
@@ -169,7 +170,9 @@ class LocalRun:
         while len(self.workers) <= index:
             self.workers.append(None)
         self.workers[index] = self._spawn(
-            ["worker", "-l", "warn"], self.worker_env(self.web_ports[index]), f"worker{index}.log"
+            ["worker", "-l", self.worker_log_level],
+            self.worker_env(self.web_ports[index]),
+            f"worker{index}.log",
         )
         return index
 

@@ -42,7 +42,7 @@ class Services:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test that needs real services as ``integration``."""
-    needs = {"services", "settings", "dsn", "subprocess_env"}
+    needs = {"services", "settings", "dsn", "subprocess_env", "isolated"}
     for item in items:
         if needs & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
@@ -121,3 +121,13 @@ def dsn(services: Services) -> str:
 def subprocess_env(services: Services) -> dict[str, str]:
     """Environment for running ``leadflow`` as a subprocess against the session."""
     return dict(services.env)
+
+
+@pytest.fixture
+def isolated(services: Services) -> tuple[Settings, dict[str, str]]:
+    """Settings and subprocess env with a topic prefix (and so a consumer group) of its own."""
+    prefix = f"{services.settings.topic_prefix}x{uuid.uuid4().hex[:6]}-"
+    return replace(services.settings, topic_prefix=prefix), {
+        **services.env,
+        "LEADFLOW_TOPIC_PREFIX": prefix,
+    }

@@ -132,8 +132,9 @@ def _dead_letters(settings: Settings) -> list[dict[str, Any]]:
 
 
 async def test_campaign_end_to_end(
-    settings: Settings, dsn: str, subprocess_env: dict[str, str], tmp_path: Path
+    isolated: tuple[Settings, dict[str, str]], dsn: str, tmp_path: Path
 ) -> None:
+    settings, subprocess_env = isolated
     campaign = replace(
         load_campaign(REPO_ROOT / "examples" / "campaign.yaml"), id=f"e2e-{uuid.uuid4().hex[:8]}"
     )

@@ -27,8 +27,9 @@ RATES = {f"LEADFLOW_{c}_RATE": "0" for c in ("SMS", "VOICE", "EMAIL", "ENRICH")}
 
 
 async def test_worker_restart_mid_campaign(
-    settings: Settings, dsn: str, subprocess_env: dict[str, str], tmp_path: Path
+    isolated: tuple[Settings, dict[str, str]], dsn: str, tmp_path: Path
 ) -> None:
+    settings, subprocess_env = isolated
     campaign = replace(
         load_campaign(REPO_ROOT / "examples" / "campaign.yaml"), id=f"rs-{uuid.uuid4().hex[:8]}"
     )
