@@ -166,21 +166,30 @@ class StageRunner:
         flight is finished first, up to ``drain_timeout`` seconds, so a stop
         never leaves a send claimed but its outcome unrecorded.
         """
-        async for events in stream.noack_take(self.batch_size, within=self.batch_within):
-            batch = asyncio.ensure_future(self.process(events))
-            try:
-                await asyncio.shield(batch)
-            except asyncio.CancelledError:
-                log.info(
-                    "stage %s: stopping; finishing %d events in flight",
-                    self.stage.name,
-                    len(events),
-                )
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await asyncio.wait_for(batch, self.drain_timeout)
-                raise
-            for event in events:
-                await stream.ack(event)
+        batches = stream.noack_take(self.batch_size, within=self.batch_within)
+        try:
+            async for events in batches:
+                batch = asyncio.ensure_future(self.process(events))
+                try:
+                    await asyncio.shield(batch)
+                except asyncio.CancelledError:
+                    log.info(
+                        "stage %s: stopping; finishing %d events in flight",
+                        self.stage.name,
+                        len(events),
+                    )
+                    with contextlib.suppress(Exception, asyncio.CancelledError):
+                        await asyncio.wait_for(batch, self.drain_timeout)
+                    raise
+                for event in events:
+                    await stream.ack(event)
+        finally:
+            # noack_take turns acks back on when its generator is finalised, and
+            # Faust would then ack (and commit) events this stage never handled
+            # while the worker shuts down. Close it now and keep acks off.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await batches.aclose()
+            stream.enable_acks = False
 
     async def process(self, events: Sequence[Any]) -> None:
         """Handle one batch until its effects and outputs are durable."""

@@ -185,7 +185,7 @@ class LocalRun:
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
         self.workers[index] = None
 
@@ -206,6 +206,7 @@ class LocalRun:
                 self.sim.wait(10)
             if self.sim.poll() is None:
                 os.killpg(self.sim.pid, signal.SIGKILL)
+                self.sim.wait(10)  # reap it: no process outlives the run
         self.sim = None
 
     # --- driving a campaign ---------------------------------------------------------

@@ -720,3 +720,50 @@ async def test_stop_gives_up_on_the_batch_after_drain_timeout() -> None:
     assert stage.cancelled
     assert producer.futures == []
     assert stream.acks == []
+
+
+class FaustLikeStream:
+    """Like Faust's noack_take: acks off while taking, restored in the generator's finally."""
+
+    def __init__(self, batches: list[list[FakeEvent]]) -> None:
+        self.batches = batches
+        self.enable_acks = True
+        self.acked: list[FakeEvent] = []
+
+    async def noack_take(self, max_: int, within: float) -> AsyncIterator[list[FakeEvent]]:
+        restore = self.enable_acks
+        self.enable_acks = False
+        try:
+            for batch in self.batches:
+                yield batch
+            await asyncio.Event().wait()  # a live stream never ends by itself
+        finally:
+            self.enable_acks = restore
+
+    async def ack(self, ev: FakeEvent) -> bool:
+        self.acked.append(ev)
+        return True
+
+
+async def test_a_stopping_stage_leaves_acks_off_and_the_batch_in_flight_unacked() -> None:
+    """Faust acks (and commits) whatever flows while acks are on: after a stop they must
+    stay off, or events the stage never handled would be committed during shutdown."""
+    first, second = [event("a")], [event("b")]
+    release = asyncio.Event()
+
+    class SlowStage(EchoStage):
+        async def handle(self, items: Sequence[Item]) -> BatchResult:
+            if items[0].lead_id == "b":
+                await release.wait()
+            return await super().handle(items)
+
+    stream = FaustLikeStream([first, second])
+    task = asyncio.ensure_future(runner(SlowStage(), FakeProducer()).run(stream))
+    await asyncio.sleep(0.05)  # batch one done and acked; batch two in flight
+    task.cancel()
+    await asyncio.sleep(0)
+    release.set()  # the drain lets batch two finish
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert stream.acked == first  # batch two was finished but not acked: redelivered
+    assert stream.enable_acks is False
