@@ -77,6 +77,10 @@ WallClock = Callable[[], datetime]
 
 #: Seconds below which a computed wait is float noise.
 _EPSILON = 1e-9
+#: Least gap between two grants, as a share of the even interval: after a stall,
+#: late callers are re-spaced instead of bursting (a little slack keeps the
+#: configured rate reachable despite timer jitter).
+_MIN_SPACING = 0.9
 
 #: Where the daily cap resets at midnight unless configured otherwise.
 DEFAULT_RESET_TZ = "America/Los_Angeles"
@@ -324,11 +328,15 @@ class RateLimiter:
 
     def _hard_wait(self, now: float) -> float:
         log = self._log
+        wait = 0.0
         if self._hard_count and len(log) >= self._hard_count:
             wait = log[0] + self._hard_window - now
-            # Float drift of summed intervals is not a real excess.
-            return wait if wait > _EPSILON else 0.0
-        return 0.0
+        if log and self._interval:
+            # Spread evenly even after a stall: callers whose slots passed while
+            # the loop was busy must not all fire at once when it frees up.
+            wait = max(wait, log[-1] + self._interval * _MIN_SPACING - now)
+        # Float drift of summed intervals is not a real excess.
+        return wait if wait > _EPSILON else 0.0
 
     def _grant(self, now: float) -> None:
         self._day_used += 1

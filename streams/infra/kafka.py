@@ -10,6 +10,7 @@ git in ``$LEADFLOW_CACHE_DIR/kafka-<version>/libs``. Data and logs live in
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import subprocess
 import time
@@ -185,26 +186,17 @@ class LocalKafka:
             _MARKER,
             str(self.props_file),
         ]
-        with self.stdout_file.open("ab") as out:
-            proc = subprocess.Popen(
-                cmd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=self.dir,
-            )
-        self.pid_file.write_text(f"{proc.pid}\n")
+        pid = _spawn_detached(cmd, self.stdout_file, self.dir)
+        self.pid_file.write_text(f"{pid}\n")
         try:
-            self._wait_ready(time.monotonic() + self.settings.kafka_start_timeout_s, proc)
+            self._wait_ready(time.monotonic() + self.settings.kafka_start_timeout_s, pid)
         except ServiceStartError:
-            stop_pid(proc.pid, timeout=10)
+            stop_pid(pid, timeout=10)
             self.pid_file.unlink(missing_ok=True)
             raise
         how = "fetched jars, " if fetched else ""
         return (
-            f"Kafka {self.version} started at {self.address} "
-            f"(pid {proc.pid}; {how}logs {self.log_file})"
+            f"Kafka {self.version} started at {self.address} (pid {pid}; {how}logs {self.log_file})"
         )
 
     def down(self) -> str:
@@ -276,11 +268,11 @@ class LocalKafka:
                 "Kafka storage format failed: " + (proc.stderr or proc.stdout).strip()[-500:]
             )
 
-    def _wait_ready(self, deadline: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    def _wait_ready(self, deadline: float, pid: int | None = None) -> None:
         while time.monotonic() < deadline:
-            if proc is not None and proc.poll() is not None:
+            if pid is not None and not pid_alive(pid, _MARKER):
                 raise ServiceStartError(
-                    f"Kafka exited with status {proc.returncode} during start-up. "
+                    "Kafka exited during start-up. "
                     f"Last log lines ({self.log_file}):\n{self._log_tail()}"
                 )
             if port_open(self.settings.kafka_port) and _broker_answers(self.address):
@@ -295,6 +287,26 @@ class LocalKafka:
     def _log_tail(self) -> str:
         text = tail(self.log_file) or tail(self.stdout_file)
         return text or "(no log output)"
+
+
+def _spawn_detached(cmd: list[str], log: Path, cwd: Path) -> int:
+    """Start ``cmd`` as a daemon (its own session, reparented to init); return its pid.
+
+    A shell starts it in the background and exits at once, so no child of
+    ours outlives this call: the broker is meant to outlive the command.
+    """
+    proc = subprocess.run(
+        ["sh", "-c", 'exec "$@" >>"$LEADFLOW_LOG" 2>&1 </dev/null & echo $!', "sh", *cmd],
+        env={**os.environ, "LEADFLOW_LOG": str(log)},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        start_new_session=True,
+        check=False,
+    )
+    if proc.returncode != 0 or not proc.stdout.strip().isdigit():
+        raise ServiceStartError(f"could not start Kafka: {proc.stderr.strip()[-300:]}")
+    return int(proc.stdout.strip())
 
 
 def port_open_any(bootstrap: str) -> bool:
