@@ -1,7 +1,8 @@
 """``leadflow demo``: the main job, end to end, on local Kafka, Postgres and the simulator.
 
-It stores the example campaign under a fresh id, starts ``leadflow sim`` and
-a worker, generates and publishes 10,000 leads (5 % invalid, 3 % duplicates),
+It stores the example campaign under a fresh id, creates topics of its own
+for the run (prefix ``<campaign id>-``), starts ``leadflow sim`` and a
+worker, generates and publishes 10,000 leads (5 % invalid, 3 % duplicates),
 has 2 % of them reply and 1 % text STOP after their first touch, runs the
 whole sequence on a fast campaign clock (a week in about a minute), waits
 until every lead has ended, prints the report and the invariant checks, and
@@ -70,11 +71,14 @@ async def _demo(leads: int, time_scale: float, campaign_file: Path) -> int:
     stamp = datetime.now(UTC).strftime("%m%d-%H%M%S")
     campaign = replace(load_campaign(campaign_file), id=f"demo-{stamp}-{uuid.uuid4().hex[:4]}")
     CampaignStore(settings.dsn).create(campaign)
+    # Each run is self-contained: its own topics, consumer group and state
+    # changelog (a prefix named after the campaign), like the end-to-end tests.
+    settings = replace(settings, topic_prefix=f"{settings.topic_prefix}{campaign.id}-")
     ensure_topics(settings)
     folder = settings.home_dir / "demo" / campaign.id
     folder.mkdir(parents=True, exist_ok=True)
     click.echo(f"campaign {campaign.id} stored; files in {folder}")
-    env = dict(os.environ)
+    env = {**os.environ, "LEADFLOW_TOPIC_PREFIX": settings.topic_prefix}
     for var in _RATE_VARS:  # the simulator has no limits; lift ours unless set
         env.setdefault(var, "0")
     run = LocalRun(settings, folder, env, time_scale=time_scale)
