@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,18 +10,6 @@ from streams.errors import PortInUseError, ToolMissingError
 from streams.infra.kafka import LocalKafka, kafka_version
 from streams.infra.process import port_open
 from streams.settings import Settings
-
-
-@pytest.fixture
-def held_port() -> Iterator[int]:
-    """A port some other program (this socket) is listening on."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1)
-    try:
-        yield int(sock.getsockname()[1])
-    finally:
-        sock.close()
 
 
 def test_version_is_pinned_4x() -> None:

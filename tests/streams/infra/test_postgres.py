@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -12,17 +10,6 @@ import pytest
 from streams.errors import PortInUseError, ToolMissingError
 from streams.infra.postgres import LocalPostgres, find_bindir
 from streams.settings import Settings
-
-
-@pytest.fixture
-def held_port() -> Iterator[int]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1)
-    try:
-        yield int(sock.getsockname()[1])
-    finally:
-        sock.close()
 
 
 def test_bindir_found() -> None:
