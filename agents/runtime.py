@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -42,6 +43,8 @@ __all__ = [
     "Output",
     "Stage",
     "StageRunner",
+    "decode_history",
+    "encode_history",
     "error_reason",
     "hold_until_done",
 ]
@@ -50,6 +53,9 @@ log = logging.getLogger(__name__)
 
 #: Header carrying how many times a record has been tried (kept by redrive).
 ATTEMPT_HEADER = "x-leadflow-attempt"
+#: Header carrying a redriven record's earlier failures: a JSON list of
+#: DeadLetterAttempt objects (see schemas/dead_letter.v1.avsc), oldest first.
+HISTORY_HEADER = "x-leadflow-history"
 _MAX_MESSAGE = 500
 
 
@@ -76,6 +82,8 @@ class Item:
     payload: bytes
     attempt: int
     record: dict[str, Any] = field(default_factory=dict)
+    #: Earlier failures of a redriven record (from HISTORY_HEADER), oldest first.
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def lead_id(self) -> str:
@@ -298,7 +306,7 @@ class StageRunner:
             "campaign_id": item.campaign_id,
             "lead_id": item.lead_id or None,
             "failed_at": now,
-            "history": [],
+            "history": item.history,
         }
         log.info(
             "stage %s: dead-lettered %s[%d]@%d: %s (%s)",
@@ -315,12 +323,15 @@ class StageRunner:
     def _item(event: Any) -> Item:
         message = event.message
         attempt = 1
+        history: list[dict[str, Any]] = []
         for name, value in message.headers or ():
             if name == ATTEMPT_HEADER:
                 try:
                     attempt = int(value)
                 except (TypeError, ValueError):
                     attempt = 1
+            elif name == HISTORY_HEADER:
+                history = decode_history(value)
         payload = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
         return Item(
             event=event,
@@ -330,7 +341,55 @@ class StageRunner:
             key=message.key,
             payload=payload,
             attempt=attempt,
+            history=history,
         )
+
+
+def decode_history(raw: bytes | None) -> list[dict[str, Any]]:
+    """Parse a HISTORY_HEADER value; anything malformed counts as no history."""
+    try:
+        entries = json.loads(raw or b"[]")
+    except (ValueError, TypeError):
+        return []
+    if not isinstance(entries, list):
+        return []
+    history = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        try:
+            history.append(
+                {
+                    "stage": str(entry["stage"]),
+                    "reason": str(entry["reason"]),
+                    "error_class": str(entry["error_class"]),
+                    "error_message": str(entry["error_message"])[:_MAX_MESSAGE],
+                    "failed_at": datetime.fromtimestamp(int(entry["failed_at"]) / 1000, UTC),
+                }
+            )
+        except (KeyError, TypeError, ValueError, OverflowError, OSError):
+            continue
+    return history
+
+
+def encode_history(history: Sequence[Mapping[str, Any]]) -> bytes:
+    """A HISTORY_HEADER value for ``history`` (failed_at as datetime or epoch ms)."""
+
+    def ms(value: Any) -> int:
+        return int(value.timestamp() * 1000) if isinstance(value, datetime) else int(value)
+
+    return json.dumps(
+        [
+            {
+                "stage": h["stage"],
+                "reason": h["reason"],
+                "error_class": h["error_class"],
+                "error_message": h["error_message"],
+                "failed_at": ms(h["failed_at"]),
+            }
+            for h in history
+        ]
+    ).encode()
 
 
 async def hold_until_done(

@@ -13,7 +13,8 @@ family in one place and print or route it without a traceback::
     ├── TopicError                   topic catalog problems
     │   └── TopicDriftError          live topics disagree with the catalog
     ├── TransientError               infrastructure briefly unavailable: retry the batch
-    │   └── DatabaseUnavailableError  Postgres unreachable (also a DatabaseError)
+    │   ├── DatabaseUnavailableError  Postgres unreachable (also a DatabaseError)
+    │   └── KafkaUnavailableError    the broker could not be reached or did not answer
     ├── DatabaseError                migrations or sink writes failed
     ├── IllegalTransitionError       a lead state change the state machine forbids
     ├── CodecError                   a payload could not be encoded or decoded
@@ -36,6 +37,7 @@ __all__ = [
     "DatabaseUnavailableError",
     "IllegalTransitionError",
     "InfraError",
+    "KafkaUnavailableError",
     "LeadflowError",
     "NotSingleObjectError",
     "PortInUseError",
@@ -122,6 +124,12 @@ class DatabaseUnavailableError(TransientError, DatabaseError):
     """Postgres could not be reached or the connection dropped mid-batch."""
 
     reason = "database_unavailable"
+
+
+class KafkaUnavailableError(TransientError):
+    """The Kafka broker could not be reached or did not answer in time."""
+
+    reason = "kafka_unavailable"
 
 
 class IllegalTransitionError(LeadflowError):

@@ -1,0 +1,127 @@
+"""Consumer lag and group membership, read from the broker (for health, metrics and ops tools).
+
+The worker's consumer group is the Faust app id (``<prefix>leadflow``); each
+stage reads one input topic. Lag of a partition is its end offset minus the
+group's committed offset (or minus the log start when nothing is committed
+yet), so it counts records the stage has not finished with.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from streams.errors import KafkaUnavailableError
+from streams.settings import Settings
+
+__all__ = [
+    "STAGE_INPUT_TOPICS",
+    "PartitionLag",
+    "group_lag",
+    "group_member_count",
+    "stage_lag",
+    "worker_group",
+]
+
+#: Each stage and the (unprefixed) topic it consumes.
+STAGE_INPUT_TOPICS: Mapping[str, str] = {
+    "enrich": "raw",
+    "score": "enriched",
+    "schedule": "scored",
+    "send": "touch-due",
+    "sequence": "sent",
+    "inbound": "inbound",
+}
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    """One partition's position for a consumer group."""
+
+    topic: str
+    partition: int
+    #: Offset the group committed (next record to read), None when none yet.
+    committed: int | None
+    #: Log start (low watermark) and end (high watermark) offsets.
+    start: int
+    end: int
+
+    @property
+    def lag(self) -> int:
+        """Records on the partition the group has not committed past."""
+        position = self.start if self.committed is None else max(self.committed, self.start)
+        return max(0, self.end - position)
+
+
+def worker_group(settings: Settings) -> str:
+    """The consumer group the worker's agents use (the Faust app id)."""
+    return settings.topic_name("leadflow")
+
+
+def group_lag(
+    bootstrap: str, group: str, topics: Iterable[str], timeout_s: float = 10.0
+) -> list[PartitionLag]:
+    """Lag of ``group`` on every partition of ``topics`` (missing topics are skipped)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"leadflow-lag-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        try:
+            metadata = admin.list_topics(timeout=timeout_s)
+        except KafkaException as exc:
+            raise KafkaUnavailableError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+        parts = [
+            TopicPartition(topic, p)
+            for topic in topics
+            if topic in metadata.topics
+            for p in sorted(metadata.topics[topic].partitions)
+        ]
+        if not parts:
+            return []
+        future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, parts)])[
+            group
+        ]
+        committed = {
+            (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
+            for tp in future.result(timeout=timeout_s).topic_partitions
+        }
+        out = []
+        for tp in parts:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+            out.append(
+                PartitionLag(
+                    tp.topic, tp.partition, committed.get((tp.topic, tp.partition)), low, high
+                )
+            )
+        return out
+    finally:
+        consumer.close()
+
+
+def stage_lag(settings: Settings, timeout_s: float = 10.0) -> dict[str, list[PartitionLag]]:
+    """Per stage, the worker group's lag on each partition of the stage's input topic."""
+    by_topic = {settings.topic_name(t): stage for stage, t in STAGE_INPUT_TOPICS.items()}
+    rows = group_lag(settings.bootstrap_servers, worker_group(settings), by_topic, timeout_s)
+    out: dict[str, list[PartitionLag]] = {stage: [] for stage in STAGE_INPUT_TOPICS}
+    for row in rows:
+        out[by_topic[row.topic]].append(row)
+    return out
+
+
+def group_member_count(bootstrap: str, group: str, timeout_s: float = 10.0) -> int:
+    """How many live members ``group`` has (0 when it is empty or unknown)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        description = admin.describe_consumer_groups([group])[group].result(timeout=timeout_s)
+    except KafkaException as exc:
+        raise KafkaUnavailableError(f"cannot describe group {group}: {exc}") from exc
+    return len(description.members or [])
