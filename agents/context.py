@@ -39,7 +39,7 @@ class PipelineContext:
     def db(self, stage: str) -> StageDatabase:
         """The Postgres connection of ``stage`` (one per stage)."""
         if stage not in self._dbs:
-            self._dbs[stage] = StageDatabase(self.settings.dsn, stage)
+            self._dbs[stage] = StageDatabase(self.settings.worker_dsn, stage)
         return self._dbs[stage]
 
     async def aclose(self) -> None:
@@ -68,13 +68,13 @@ async def get_context(app: Any, table: Any) -> PipelineContext:
         if _context is None:
             settings = get_settings()
             clock = await asyncio.to_thread(
-                shared_clock, settings.dsn, settings.time_scale, settings.clock_start
+                shared_clock, settings.worker_dsn, settings.time_scale, settings.clock_start
             )
             providers = build_providers()
             _context = PipelineContext(
                 settings=settings,
                 clock=clock,
-                campaigns=CampaignCache(StageDatabase(settings.dsn, "campaigns")),
+                campaigns=CampaignCache(StageDatabase(settings.worker_dsn, "campaigns")),
                 providers=providers,
                 states=LeadStates(table),
                 producer=app.producer,

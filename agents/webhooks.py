@@ -367,11 +367,11 @@ async def default_handler() -> WebhookHandler:
             if not secrets:
                 log.warning("LEADFLOW_WEBHOOK_SECRET is not set: every webhook answers 503")
             clock = await asyncio.to_thread(
-                shared_clock, settings.dsn, settings.time_scale, settings.clock_start
+                shared_clock, settings.worker_dsn, settings.time_scale, settings.clock_start
             )
             _default = WebhookHandler(
                 secrets=secrets,
-                dsn=settings.dsn,
+                dsn=settings.worker_dsn,
                 producer=app.producer,
                 topic=by_name("inbound").full_name(settings),
                 clock_ms=clock.now_ms,

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
 from streams.errors import ConfigError
 
 __all__ = [
@@ -147,6 +149,15 @@ class Settings:
             "When set, `leadflow infra up` starts no Postgres and uses this one.",
         ),
     )
+    worker_database_url: str = field(
+        default="",
+        metadata=_env(
+            "LEADFLOW_WORKER_DATABASE_URL",
+            "libpq URL the worker (stages and sinks) connects with. Empty: the database "
+            "URL with the least-privilege `leadflow_app` role in place of the owner "
+            "`leadflow` (row access only, no DDL).",
+        ),
+    )
     pg_port: int = field(
         default=5432,
         metadata=_env("LEADFLOW_PG_PORT", "Port of the local Postgres cluster."),
@@ -274,6 +285,16 @@ class Settings:
         return self.database_url or (
             f"postgresql://leadflow@127.0.0.1:{self.pg_port}/{self.pg_database}"
         )
+
+    @property
+    def worker_dsn(self) -> str:
+        """libpq URL of the worker's least-privilege role (see ``worker_database_url``)."""
+        if self.worker_database_url:
+            return self.worker_database_url
+        params = conninfo_to_dict(self.dsn)
+        if params.get("user") != "leadflow":
+            return self.dsn
+        return make_conninfo(self.dsn, user="leadflow_app")
 
     def topic_name(self, base: str) -> str:
         """Full topic name for a catalog name such as ``raw``."""

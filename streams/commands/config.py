@@ -16,6 +16,7 @@ SETTINGS_CLASSES: tuple[tuple[str, str], ...] = (
     ("Core: services, topics, worker", "streams.settings:Settings"),
     ("Providers: adapters, limits, breakers, retries", "providers.settings:ProviderSettings"),
     ("Provider simulator (`leadflow sim`)", "simulator.config:SimSettings"),
+    ("Partition watchdog", "streams.watchdog:WatchdogSettings"),
 )
 
 
