@@ -46,6 +46,8 @@ class PipelineContext:
         """Close connections and provider sessions."""
         for db in self._dbs.values():
             await db.aclose()
+        if self.campaigns is not None:
+            await self.campaigns.db.aclose()
         await self.providers.aclose()
 
 

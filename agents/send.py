@@ -53,6 +53,7 @@ from sinks.send_ledger import (
     Claim,
     ClaimRequest,
     Outcome,
+    campaign_spend,
     claim_sends,
     record_outcomes,
     release_claims,
@@ -154,6 +155,7 @@ class SendStage(Stage):
         sends: list[_Send] = []
         if requests:
             async with self.db.transaction() as conn:
+                requests = await self._within_budget(conn, requests, now, result, changes)
                 claims = await claim_sends(conn, [r for _, _, r in requests])
             for (item, campaign, _), claim in zip(requests, claims, strict=True):
                 changes += self._settle_claim(item, campaign, claim, now, result, requeues, sends)
@@ -184,6 +186,34 @@ class SendStage(Stage):
         return result
 
     # --- claims ----------------------------------------------------------------------
+
+    async def _within_budget(
+        self,
+        conn: Any,
+        requests: list[tuple[Item, Campaign, ClaimRequest]],
+        now: datetime,
+        result: BatchResult,
+        changes: list[StateChange],
+    ) -> list[tuple[Item, Campaign, ClaimRequest]]:
+        """Drop the requests of campaigns whose budget is spent; those leads end cancelled.
+
+        Spend is read in the claim transaction; sends of one batch are not
+        counted before they happen, so a campaign can overshoot its cap by at
+        most one batch's cost (documented in docs/CAMPAIGNS.md).
+        """
+        capped = {c.id for _, c, _ in requests if c.budget_cost_units is not None}
+        if not capped:
+            return requests
+        spent = await campaign_spend(conn, sorted(capped))
+        kept = []
+        for item, campaign, request in requests:
+            budget = campaign.budget_cost_units
+            if budget is not None and spent[campaign.id] >= budget:
+                result.outputs.append(self._sent(item.record, "skipped", now, error="budget_spent"))
+                changes += self._advance(item, Step(State.CANCELLED, reason="budget_spent"))
+            else:
+                kept.append((item, campaign, request))
+        return kept
 
     def _settle_claim(
         self,

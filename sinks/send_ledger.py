@@ -25,6 +25,7 @@ __all__ = [
     "ClaimRequest",
     "Outcome",
     "accepted_counts",
+    "campaign_spend",
     "claim_sends",
     "record_outcomes",
     "release_claims",
@@ -259,3 +260,22 @@ async def release_claims(
         """,
         ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
     )
+
+
+async def campaign_spend(
+    conn: psycopg.AsyncConnection[tuple[object, ...]], campaign_ids: Sequence[str]
+) -> dict[str, float]:
+    """Cost units spent so far per campaign (accepted and ambiguous sends count)."""
+    if not campaign_ids:
+        return {}
+    cur = await conn.execute(
+        """
+        SELECT campaign_id, coalesce(sum(cost_units), 0)
+        FROM send_ledger
+        WHERE campaign_id = ANY(%s) AND status IN ('accepted', 'ambiguous')
+        GROUP BY campaign_id
+        """,
+        (sorted(set(campaign_ids)),),
+    )
+    spent = {str(c): float(str(v)) for c, v in await cur.fetchall()}
+    return {c: spent.get(c, 0.0) for c in campaign_ids}

@@ -1,0 +1,115 @@
+"""The send stage stops a campaign at its budget cap (agents/send.py, real Postgres)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+from fakes import FakeEvent, FakeMessage, FakeProducer, FakeProviders, FakeTable, lead_state, rows
+from psycopg.types.json import Jsonb
+
+from agents.campaign_cache import CampaignCache
+from agents.context import PipelineContext
+from agents.lead_states import LeadStates
+from agents.runtime import StageRunner
+from agents.send import SendStage
+from sinks.db import StageDatabase
+from streams.campaign import load_campaign
+from streams.clock import CampaignClock
+from streams.codec import AvroCodec
+from streams.settings import REPO_ROOT, Settings
+from streams.state_machine import State
+
+TOUCH = AvroCodec("leadflow.TouchDue", subject="touch-due")
+SENT = AvroCodec("leadflow.TouchSent", subject="sent")
+# Monday 2026-01-05 09:30 in Chicago: inside the default send window.
+NOW = datetime(2026, 1, 5, 15, 30, tzinfo=UTC).timestamp()
+
+
+def touch_due(campaign: str, lead: str, offset: int) -> FakeEvent:
+    record = {
+        "campaign_id": campaign,
+        "lead_id": lead,
+        "touch": 1,
+        "channel": "sms",
+        "persona": "gianna",
+        "template": "intro",
+        "variant": None,
+        "due_at": datetime.fromtimestamp(NOW, UTC),
+        "priority": 1000,
+        "tier": "A",
+        "attempt": 1,
+        "event_time": datetime.fromtimestamp(NOW, UTC),
+        "to_phone": "+15125550100",
+        "to_email": None,
+        "first_name": "Ann",
+        "last_name": None,
+        "company": None,
+        "title": None,
+        "timezone": "America/Chicago",
+        "state": "TX",
+        "identity_key": None,
+    }
+    return FakeEvent(FakeMessage("touch-due", 0, offset, lead.encode(), TOUCH.encode(record)))
+
+
+@pytest.fixture
+async def stage(settings: Settings) -> AsyncIterator[tuple[SendStage, FakeTable, str]]:
+    campaign = replace(
+        load_campaign(REPO_ROOT / "examples" / "campaign.yaml"),
+        id=f"b-{uuid.uuid4().hex[:8]}",
+        budget_cost_units=2.0,
+    )
+    with psycopg.connect(settings.dsn) as conn:
+        conn.execute(
+            "INSERT INTO campaigns (campaign_id, name, config) VALUES (%s, %s, %s)",
+            (campaign.id, campaign.name, Jsonb(campaign.to_dict())),
+        )
+    table = FakeTable()
+    ctx = PipelineContext(
+        settings=settings,
+        clock=CampaignClock(1.0, NOW, NOW, wall=lambda: NOW),
+        campaigns=CampaignCache(StageDatabase(settings.worker_dsn, "campaigns")),
+        providers=FakeProviders(),  # type: ignore[arg-type]  # SMS only, 1 cost unit a text
+        states=LeadStates(table),
+        producer=FakeProducer(),
+    )
+    yield SendStage(ctx), table, campaign.id
+    await ctx.aclose()
+
+
+async def test_a_spent_budget_cancels_the_remaining_leads_without_calling(
+    stage: tuple[SendStage, FakeTable, str], settings: Settings
+) -> None:
+    send, table, campaign = stage
+    runner = StageRunner(
+        send, producer=send.ctx.producer, input_topic="touch-due", dead_letter_topic="dlq"
+    )
+    leads = [f"l{n}" for n in range(5)]
+    for lead in leads:
+        table.put(lead_state(campaign, lead, State.IN_SEQUENCE, touch=1))
+    # Two texts spend the budget of 2 units; the next batch finds it spent.
+    await runner.process([touch_due(campaign, lead, n) for n, lead in enumerate(leads[:2])])
+    await runner.process([touch_due(campaign, lead, n + 2) for n, lead in enumerate(leads[2:])])
+
+    sms: Any = send.ctx.providers.sms
+    assert len(sms.messages) == 2
+    assert [table.state_of(lead).state for lead in leads[2:]] == [State.CANCELLED] * 3  # type: ignore[union-attr]
+    assert {table.state_of(lead).reason for lead in leads[2:]} == {"budget_spent"}  # type: ignore[union-attr]
+    producer = send.ctx.producer
+    assert isinstance(producer, FakeProducer)
+    skipped = [SENT.decode(s.value) for s in producer.to(send.out_topic)]
+    assert sorted((r["lead_id"], r["status"], r["error"]) for r in skipped)[2:] == [
+        (lead, "skipped", "budget_spent") for lead in leads[2:]
+    ]
+    ledger = rows(
+        settings.dsn,
+        "SELECT lead_id, status FROM send_ledger WHERE campaign_id = %s ORDER BY lead_id",
+        campaign,
+    )
+    assert ledger == [("l0", "accepted"), ("l1", "accepted")]
