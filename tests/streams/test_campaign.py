@@ -82,7 +82,7 @@ def test_example_file_parses_as_documented() -> None:
     assert c.channels["sms"].daily_cap == 2000
     rate = c.channels["sms"].rate_limit()
     assert rate is not None and rate.interval == pytest.approx(0.6)
-    assert c.budget_cost_units == 2500
+    assert c.budget_cost_units == 250000
     assert c.send_window.days == frozenset(WEEKDAYS) - {"sun"}
     assert c.window_for("FL") == DailyWindow(time(8), time(20), c.send_window.days)
     assert c.window_for("CT") == DailyWindow(time(9), time(21), c.send_window.days)
