@@ -116,7 +116,7 @@ class SendStage(Stage):
                 continue  # nothing of this lead or campaign to send for (dead-lettered upstream)
             if current.state is not State.IN_SEQUENCE or current.touch != k:
                 continue  # a replay, or the lead has ended: never a second send
-            if view.status == "cancelled":
+            if view.status in ("cancelled", "archived"):
                 changes += self._advance(item, Step(State.CANCELLED, reason="campaign_cancelled"))
                 result.outputs.append(self._sent(rec, "skipped", now, error="campaign_cancelled"))
                 continue

@@ -31,6 +31,7 @@ from agents.runtime import BatchResult, Item, Stage, StageRunner
 from sinks.campaign_stats import CampaignStatsSink
 from sinks.contract import Sink
 from sinks.dead_letter_sink import DeadLetterSink
+from streams import metrics
 from streams.app import app
 from streams.errors import TransientError
 
@@ -71,6 +72,7 @@ class SinkStage(Stage):
             tps = {TP(item.topic, item.partition) for item in items} - self.paused
             if tps:
                 self.backpressure_events += 1
+                metrics.sink_backpressure(self.sink.name)
                 self.paused |= tps
                 log.warning(
                     "sink %s: Postgres unavailable; pausing %d partition(s)", self.name, len(tps)

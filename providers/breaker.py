@@ -17,7 +17,10 @@ Which outcomes are failures is decided by the error class
 outcomes, garbage answers and refused credentials count; a 429 or a
 permanent 4xx (an invalid number) does not — the provider is healthy.
 
-Listeners (``add_listener``) hear every state change, for metrics and logs.
+Listeners (``add_listener``) hear every state change, for logs and hooks.
+Every breaker also reports to :mod:`streams.metrics`: its state is read at
+each scrape (``leadflow_provider_breaker_state``) and every change is
+counted (``leadflow_provider_breaker_transitions_total``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from providers.errors import CircuitOpenError, ProviderConfigError
+from streams import metrics
 
 __all__ = ["BreakerConfig", "BreakerListener", "BreakerState", "CircuitBreaker"]
 
@@ -94,6 +98,7 @@ class CircuitBreaker:
         self._probe_started = 0.0
         self._listeners: list[BreakerListener] = []
         self.opened_count = 0
+        metrics.track_breaker(self)
 
     # --- reading ----------------------------------------------------------------------
 
@@ -221,6 +226,7 @@ class CircuitBreaker:
         if new is BreakerState.OPEN:
             self._opened_until = now + self.config.reset_timeout
             self.opened_count += 1
+        metrics.provider_breaker_transition(self.name, new.value)
         for listener in list(self._listeners):
             try:
                 listener(self.name, old, new)

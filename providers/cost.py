@@ -11,7 +11,9 @@ the provider probably sent it.
 
 The ledger is a plain in-memory accumulator guarded by a lock (safe from any
 thread). The pipeline drains it periodically (:meth:`CostLedger.drain`) and
-writes the deltas to Postgres and to metrics.
+writes the deltas to Postgres. Units and cache hits also go to
+:mod:`streams.metrics` as they are recorded (``leadflow_provider_cost_units_total``,
+``leadflow_provider_cache_hits_total``), whatever drains the ledger.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+
+from streams import metrics
 
 __all__ = ["Charge", "CostLedger", "CostSnapshot", "CostTotals"]
 
@@ -87,6 +91,7 @@ class CostLedger:
                 key = (c.campaign_id, provider)
                 t = self._campaigns.get(key, _ZERO)
                 self._campaigns[key] = replace(t, units=t.units + c.units, items=t.items + c.items)
+                metrics.provider_cost(provider, c.units)
 
     def record_cache_hits(
         self, provider: str, campaign_id: str, hits: int, saved_units: float
@@ -94,6 +99,7 @@ class CostLedger:
         """``hits`` lookups answered from the cache, saving ``saved_units`` of cost."""
         if hits <= 0:
             return
+        metrics.provider_cache_hits(provider, hits)
         with self._lock:
             t = self._providers.get(provider, _ZERO)
             self._providers[provider] = replace(

@@ -15,12 +15,16 @@ in order:
    enforces it on the wire, where it can tell "not sent" from "sent, no
    answer"; the guard adds a backstop one second later;
 5. **outcome** — recorded in the breaker (``breaker_failure`` of the error
-   class), the cost ledger (attempts, failures, units on success) and the
-   optional observer (metrics);
+   class), the cost ledger (attempts, failures, units on success),
+   :mod:`streams.metrics` (calls by outcome, duration, 429s) and the
+   optional observer;
 6. **retry** — only :class:`~providers.errors.RetryableProviderError`, after a
    full-jitter exponential backoff or the provider's ``Retry-After`` (a 429
    also holds back the account's limiter until then). When attempts run out
    the caller gets :class:`~providers.errors.GiveUpError`.
+
+A call refused in steps 1-3 (open breaker, rate-limit wait too long, daily
+cap) is counted in ``leadflow_provider_backpressure_total`` and re-raised.
 
 Calls with side effects (``side_effect=True``: sends) never retry an
 :class:`~providers.errors.AmbiguousOutcomeError`; it is raised with the
@@ -43,6 +47,7 @@ from providers.breaker import CircuitBreaker
 from providers.cost import Charge, CostLedger
 from providers.errors import (
     AmbiguousOutcomeError,
+    BackpressureError,
     ConnectionFailedError,
     GiveUpError,
     ProviderCallError,
@@ -53,6 +58,7 @@ from providers.errors import (
 )
 from providers.ratelimit import Clock, RateLimiter, Sleep
 from providers.retry import RetryPolicy
+from streams import metrics
 
 __all__ = ["Attempt", "Guard", "GuardObserver"]
 
@@ -141,12 +147,16 @@ class Guard:
         while True:
             attempt += 1
             breaker = self.breaker
-            if breaker is not None:
-                breaker.check()
-            if self.limiter is not None:
-                await self.limiter.acquire(max_wait=self.max_wait)
-            if breaker is not None:
-                breaker.before_call()
+            try:
+                if breaker is not None:
+                    breaker.check()
+                if self.limiter is not None:
+                    await self.limiter.acquire(max_wait=self.max_wait)
+                if breaker is not None:
+                    breaker.before_call()
+            except BackpressureError as exc:
+                metrics.provider_backpressure(self.provider, exc.reason)
+                raise
             started = self._clock()
             try:
                 result = await self._attempt(operation, Attempt(attempt, self.timeout), side_effect)
@@ -219,6 +229,7 @@ class Guard:
             else:
                 breaker.record_success()
         self.ledger.record_call(self.provider, ok=error is None)
+        metrics.provider_attempt(self.provider, "ok" if error is None else error.reason, elapsed)
         if self.observer is not None:
             try:
                 self.observer.on_attempt(

@@ -42,6 +42,10 @@ between workers (documented in docs/PROVIDERS.md).
 longer than ``max_wait``, and :meth:`RateLimiter.delay` tells, without
 reserving, how long a call would wait, so a stage can pause one provider's
 partitions and keep the others moving.
+
+**Metrics.** Every limiter registers itself with
+:func:`streams.metrics.track_limiter` (a weak reference), so ``/metrics``
+reports its remaining quota per window and per day at each scrape.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from providers.errors import DailyCapReachedError, ProviderConfigError, ThrottledError
+from streams import metrics
 
 __all__ = [
     "DEFAULT_RESET_TZ",
@@ -147,6 +152,10 @@ class LimiterStats:
     waited_s: float
     daily_used: int
     daily_limit: int | None
+    #: Grants allowed in one rate window at the current share (0 without a rate).
+    window_limit: int = 0
+    #: Grants made in the last rate window.
+    window_used: int = 0
 
     @property
     def daily_remaining(self) -> int | None:
@@ -154,6 +163,11 @@ class LimiterStats:
         if self.daily_limit is None:
             return None
         return max(0, self.daily_limit - self.daily_used)
+
+    @property
+    def window_remaining(self) -> int:
+        """Grants still possible in the current rate window (0 without a rate)."""
+        return max(0, self.window_limit - self.window_used)
 
 
 class RateLimiter:
@@ -210,6 +224,7 @@ class RateLimiter:
         self._day: date | None = None
         self._day_used = 0
         self._apply_share(1.0)
+        metrics.track_limiter(self)
 
     # --- shares ---------------------------------------------------------------------
 
@@ -377,8 +392,12 @@ class RateLimiter:
         """Counters for metrics."""
         share = self.share
         per_window = 0.0
+        window_limit = window_used = 0
         if self.rate is not None:
             per_window = self._window / self._interval if self._interval else 0.0
+            window_limit = self._hard_count
+            since = self._clock() - self._hard_window
+            window_used = sum(1 for t in self._log if t > since)
         return LimiterStats(
             name=self.name,
             share=share,
@@ -388,6 +407,8 @@ class RateLimiter:
             waited_s=self._waited,
             daily_used=self.daily_used,
             daily_limit=self.daily_limit,
+            window_limit=window_limit,
+            window_used=window_used,
         )
 
     def __repr__(self) -> str:

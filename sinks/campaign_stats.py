@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import psycopg
 
 from sinks.contract import Sink, SinkRecord
+from streams import metrics
 from streams.state_machine import TERMINAL
 
 __all__ = ["CampaignStatsSink", "refresh_campaign_stats"]
@@ -76,8 +77,9 @@ class CampaignStatsSink(Sink[dict[str, Any]]):
             return {}
         records = [r for batch in self._batches.values() for r in batch]
         started = time.perf_counter()
-        async with self.db.transaction() as conn:
-            await self.write(conn, records)
+        with metrics.sink_flush(self.name, len(records)):
+            async with self.db.transaction() as conn:
+                await self.write(conn, records)
         if self.on_flush is not None:
             self.on_flush(self.name, time.perf_counter() - started)
         done = {tp: max(r.offset for r in batch) for tp, batch in self._batches.items()}

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import psycopg
 
 from sinks.db import StageDatabase
+from streams import metrics
 from streams.errors import DatabaseError
 
 __all__ = ["Sink", "SinkFullError", "SinkRecord"]
@@ -99,8 +100,9 @@ class Sink(ABC, Generic[R]):
         for tp in list(self._batches):
             records = self._batches[tp]
             started = time.perf_counter()
-            async with self.db.transaction() as conn:
-                await self.write(conn, records)
+            with metrics.sink_flush(self.name, len(records)):
+                async with self.db.transaction() as conn:
+                    await self.write(conn, records)
             del self._batches[tp]
             self._pending -= len(records)
             done[tp] = max(r.offset for r in records)

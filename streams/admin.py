@@ -11,6 +11,7 @@ from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.cimpl import NewTopic
 
 from streams.errors import TopicError
+from streams.kafka_config import confluent_config
 from streams.settings import Settings
 from streams.topics import CATALOG, TopicSpec
 
@@ -33,7 +34,9 @@ class Drift:
 
 def admin_client(settings: Settings) -> AdminClient:
     """An admin client for the configured cluster."""
-    return AdminClient({"bootstrap.servers": settings.bootstrap_servers, "log_level": 3})
+    return AdminClient(
+        {"bootstrap.servers": settings.bootstrap_servers, "log_level": 3, **confluent_config()}
+    )
 
 
 def _live_topics(admin: AdminClient) -> dict[str, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import faust
 
+from streams.kafka_config import faust_credentials
 from streams.settings import get_settings
 
 __all__ = ["app", "create_app"]
@@ -21,6 +22,7 @@ def create_app() -> faust.App:
     return faust.App(
         s.topic_name("leadflow"),  # the app id; also names consumer groups and changelogs
         broker=[f"kafka://{hostport.strip()}" for hostport in s.bootstrap_servers.split(",")],
+        broker_credentials=faust_credentials(),  # SASL/TLS (streams.kafka_config)
         autodiscover=["agents"],
         origin="streams",
         # Every worker stores its table state in memory and rebuilds it from the

@@ -34,6 +34,9 @@ COMMANDS: dict[str, str] = {
     "demo": "streams.commands.demo:demo",
     "sim": "simulator.cli:sim",
     "campaign": "streams.commands.campaign:campaign",
+    "dlq": "streams.commands.dlq:dlq",
+    "tail": "streams.commands.tail:tail",
+    "health": "streams.commands.health:health",
 }
 
 #: Subcommands that belong to Faust's CLI and run the Faust app.
@@ -81,7 +84,15 @@ def main(argv: list[str] | None = None) -> Any:
     """Entry point of the ``leadflow`` console script."""
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] in FAUST_COMMANDS:
-        from streams.app import app  # imported late: Faust is heavy
+        try:
+            if args[0] == "worker":  # a wrong password or CA fails here, in one line
+                from streams.kafka_config import check_connection
+
+                check_connection()
+            from streams.app import app  # imported late: Faust is heavy
+        except LeadflowError as exc:
+            click.echo(f"leadflow: error: {exc}", err=True)
+            sys.exit(2)
 
         sys.argv = ["leadflow", *args]
         return app.main()
@@ -101,4 +112,4 @@ def main(argv: list[str] | None = None) -> Any:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    sys.exit(main())

@@ -6,6 +6,10 @@ family in one place and print or route it without a traceback::
 
     LeadflowError
     ├── ConfigError                  bad or missing configuration
+    │   └── KafkaSecurityError       Kafka refused our TLS/SASL setup (streams.kafka_config)
+    │       ├── KafkaAuthError       wrong user or password
+    │       ├── KafkaTlsError        certificate not trusted / host name mismatch
+    │       └── KafkaProtocolMismatchError  plaintext client against a TLS listener, or back
     ├── InfraError                   local Kafka / Postgres could not be run
     │   ├── ToolMissingError         java, mvn or the Postgres binaries absent
     │   ├── PortInUseError           a port we need is held by something else
@@ -16,6 +20,12 @@ family in one place and print or route it without a traceback::
     │   ├── DatabaseUnavailableError  Postgres unreachable (also a DatabaseError)
     │   └── KafkaUnavailableError    the broker could not be reached or did not answer
     ├── DatabaseError                migrations or sink writes failed
+    │   ├── SinkFullError            a sink was handed more than it may hold (sinks.contract)
+    │   ├── CampaignNotFinishedError archive of a campaign with work left (sinks.campaigns)
+    │   ├── PurgeRefusedError        purge of a campaign that is not archived (sinks.campaigns)
+    │   └── RedriveInProgressError   another dlq redrive holds the lock (sinks.dead_letter_redrives)
+    ├── DeadLetterNotFoundError      no dead letter at that id (streams.dlq)
+    ├── RedriveDeliveryError         Kafka did not take a redriven record (streams.dlq)
     ├── IllegalTransitionError       a lead state change the state machine forbids
     ├── CodecError                   a payload could not be encoded or decoded
     │   ├── NotSingleObjectError     no ``C3 01`` marker

@@ -29,6 +29,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from streams.codec import AvroCodec
 from streams.contact import normalize_email, normalize_phone
 from streams.errors import ConfigError, LeadflowError
+from streams.kafka_config import confluent_config
 from streams.settings import Settings
 from streams.topics import by_name
 
@@ -206,6 +207,7 @@ def ingest_file(
             "batch.num.messages": 10000,
             "compression.type": "lz4",
             "queue.buffering.max.messages": 50000,
+            **confluent_config(),
         }
     )
     size = path.stat().st_size

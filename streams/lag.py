@@ -8,14 +8,22 @@ yet), so it counts records the stage has not finished with.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from streams.errors import KafkaUnavailableError
+from streams.kafka_config import confluent_config
 from streams.settings import Settings
 
 __all__ = [
@@ -66,12 +74,13 @@ def group_lag(
     bootstrap: str, group: str, topics: Iterable[str], timeout_s: float = 10.0
 ) -> list[PartitionLag]:
     """Lag of ``group`` on every partition of ``topics`` (missing topics are skipped)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, **confluent_config()})
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"leadflow-lag-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
+            **confluent_config(),
         }
     )
     try:
@@ -87,24 +96,45 @@ def group_lag(
         ]
         if not parts:
             return []
-        future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, parts)])[
-            group
-        ]
-        committed = {
-            (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
-            for tp in future.result(timeout=timeout_s).topic_partitions
-        }
-        out = []
-        for tp in parts:
-            low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
-            out.append(
-                PartitionLag(
-                    tp.topic, tp.partition, committed.get((tp.topic, tp.partition)), low, high
+        try:
+            future = admin.list_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(group, parts)]
+            )[group]
+            committed = {
+                (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
+                for tp in future.result(timeout=timeout_s).topic_partitions
+            }
+            out = []
+            for tp in parts:
+                low, high = _watermarks(consumer, tp, timeout_s)
+                out.append(
+                    PartitionLag(
+                        tp.topic, tp.partition, committed.get((tp.topic, tp.partition)), low, high
+                    )
                 )
-            )
+        except KafkaException as exc:  # e.g. "not leader" just after topics were created
+            raise KafkaUnavailableError(f"cannot read offsets of group {group}: {exc}") from exc
         return out
     finally:
         consumer.close()
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, timeout_s: float) -> tuple[int, int]:
+    """Low and high offsets of ``tp``, waiting out a leader election (a new topic)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+            return int(low), int(high)
+        except KafkaException as exc:
+            retriable = exc.args[0].code() in (
+                KafkaError.NOT_LEADER_FOR_PARTITION,
+                KafkaError.LEADER_NOT_AVAILABLE,
+                KafkaError.UNKNOWN_TOPIC_OR_PART,
+            )
+            if not retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def stage_lag(settings: Settings, timeout_s: float = 10.0) -> dict[str, list[PartitionLag]]:
@@ -119,7 +149,7 @@ def stage_lag(settings: Settings, timeout_s: float = 10.0) -> dict[str, list[Par
 
 def group_member_count(bootstrap: str, group: str, timeout_s: float = 10.0) -> int:
     """How many live members ``group`` has (0 when it is empty or unknown)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, **confluent_config()})
     try:
         description = admin.describe_consumer_groups([group])[group].result(timeout=timeout_s)
     except KafkaException as exc:

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 from confluent_kafka import Consumer, TopicPartition
 
+from streams.kafka_config import confluent_config
+
 __all__ = ["read_to_end"]
 
 
@@ -20,6 +22,7 @@ def read_to_end(
             "bootstrap.servers": bootstrap,
             "group.id": f"leadflow-read-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
+            **confluent_config(),
         }
     )
     try:

@@ -1,29 +1,53 @@
-"""``leadflow campaign create|validate|list|show|pause|resume|cancel``: stored campaigns.
+"""``leadflow campaign create|validate|list|show|pause|resume|cancel|archive|purge``.
 
-Campaign files are described in docs/CAMPAIGNS.md. Problems (an invalid
-file, an unknown id, an illegal status change) are
+Campaign files are described in docs/CAMPAIGNS.md; ``archive`` and
+``purge`` (retention) in docs/RETENTION.md. Problems (an invalid file, an
+unknown id, an illegal status change, a refused purge) are
 :class:`~streams.errors.LeadflowError` subclasses, which ``leadflow`` prints
 without a traceback, exiting with status 2.
+
+``purge`` also forgets the campaign's leads in the state table: it writes a
+tombstone (a null value) for each of the campaign's keys
+(``campaign\x1flead``) in the compacted changelog topic
+``<prefix>leadflow-lead-state-changelog``, on the partition each key is on.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import click
 import yaml
+from confluent_kafka import KafkaError, Message, Producer
 
-from sinks.campaigns import CampaignStatus, CampaignStore, StoredCampaign
+from sinks.campaigns import (
+    CampaignStatus,
+    CampaignStore,
+    PurgeResult,
+    StoredCampaign,
+)
 from streams.campaign import format_duration, load_campaign
-from streams.settings import get_settings
+from streams.errors import KafkaUnavailableError, TopicError
+from streams.kafka_config import confluent_config
+from streams.settings import Settings, get_settings
+from streams.tail import lead_state_changelog_topic, read_records
 
-__all__ = ["campaign", "dump_yaml"]
+__all__ = ["campaign", "changelog_keys", "dump_yaml", "tombstone_changelog"]
+
+
+def _settings() -> Settings:
+    """The settings a test passed as the click context's ``obj``, else the environment's."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and isinstance(ctx.obj, Settings):
+        return ctx.obj
+    return get_settings()
 
 
 def _store() -> CampaignStore:
-    return CampaignStore(get_settings().dsn)
+    return CampaignStore(_settings().dsn)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -151,3 +175,137 @@ def resume(campaign_id: str) -> None:
 def cancel(campaign_id: str) -> None:
     """Cancel an active or paused campaign for good (final)."""
     _change(campaign_id, CampaignStatus.CANCELLED)
+
+
+# --- retention ---------------------------------------------------------------------
+
+
+@campaign.command()
+@click.argument("campaign_id")
+@click.option("--dry-run", is_flag=True, help="Check and count only; change nothing.")
+def archive(campaign_id: str, dry_run: bool) -> None:
+    """Archive a finished campaign: read-only for good, its stats and history kept.
+
+    Finished means cancelled or completed, or active/paused with every lead
+    in a terminal state, no touch pending and no send in flight. Deletes
+    its pending touches and the enrichment cache rows only it used.
+    """
+    result = _store().archive(campaign_id, dry_run=dry_run)
+    counts = ", ".join(f"{table} {rows}" for table, rows in result.deleted.items())
+    if dry_run:
+        click.echo(
+            f"campaign {campaign_id} can be archived ({result.previous.value} -> archived); "
+            f"would delete: {counts}"
+        )
+        click.echo("dry run: nothing changed")
+        return
+    click.echo(f"campaign {campaign_id}: {result.previous.value} -> archived")
+    click.echo(f"deleted: {counts}; leads, timelines, send ledger and stats kept")
+
+
+@campaign.command()
+@click.argument("campaign_id")
+@click.option("--dry-run", is_flag=True, help="Print the rows per table to delete (the default).")
+@click.option(
+    "--yes", is_flag=True, help="Delete them (one transaction), and tombstone the changelog."
+)
+@click.option("--force", is_flag=True, help="Allow a cancelled campaign that was not archived.")
+def purge(campaign_id: str, dry_run: bool, yes: bool, force: bool) -> None:
+    """Delete every row of an archived campaign from every table; opt-outs are kept.
+
+    Without --yes it only prints what would be deleted. With --yes, the
+    campaign's keys in the lead-state changelog are tombstoned first, then
+    the rows are deleted in one transaction. A running worker keeps those
+    leads in memory until it restarts.
+    """
+    if dry_run and yes:
+        raise click.UsageError("use --dry-run or --yes, not both")
+    settings = _settings()
+    store = CampaignStore(settings.dsn)
+    plan = store.purge(campaign_id, force=force, dry_run=True)  # refuses before Kafka is read
+    topic = lead_state_changelog_topic(settings)
+    keys = changelog_keys(settings, campaign_id)
+    if not yes:
+        _print_purge(plan, "would delete")
+        click.echo(f"changelog {topic}: {len(keys)} keys would be tombstoned")
+        click.echo("dry run: nothing changed; run again with --yes to purge")
+        return
+    tombstone_changelog(settings, keys)
+    done = store.purge(campaign_id, force=force, dry_run=False)
+    _print_purge(done, "deleted")
+    click.echo(
+        f"changelog {topic}: {len(keys)} keys tombstoned; a running worker keeps "
+        "these leads in memory until it restarts"
+    )
+
+
+def _print_purge(result: PurgeResult, verb: str) -> None:
+    click.echo(f"campaign {result.campaign_id} ({result.status.value}): {verb}")
+    width = max(len(t) for t in [*result.deleted, "total"])
+    for table, rows in result.deleted.items():
+        click.echo(f"  {table:<{width}}  {rows:>8}")
+    click.echo(f"  {'total':<{width}}  {result.total:>8}")
+    for table, rows in result.kept.items():
+        click.echo(f"kept: {table} {rows} rows (compliance records survive a purge)")
+
+
+def changelog_keys(settings: Settings, campaign_id: str) -> set[tuple[bytes, int]]:
+    """(key, partition) of every live key of ``campaign_id`` in the lead-state changelog.
+
+    Live means its latest record on that partition is not a tombstone. An
+    absent changelog topic (no worker ever ran with this prefix) has none.
+    """
+    prefix = campaign_id.encode() + b"\x1f"
+    live: set[tuple[bytes, int]] = set()
+    topic = lead_state_changelog_topic(settings)
+    try:
+        for record in read_records(settings.bootstrap_servers, topic):
+            if record.key is None or not record.key.startswith(prefix):
+                continue
+            if record.value is None:
+                live.discard((record.key, record.partition))
+            else:
+                live.add((record.key, record.partition))
+    except TopicError:
+        return set()
+    return live
+
+
+def tombstone_changelog(
+    settings: Settings, keys: Iterable[tuple[bytes, int]], timeout_s: float = 30.0
+) -> int:
+    """Write a tombstone for each (key, partition) to the lead-state changelog; returns how many.
+
+    Raises :class:`KafkaUnavailableError` unless every one is acknowledged.
+    """
+    topic = lead_state_changelog_topic(settings)
+    failures: list[str] = []
+
+    def delivered(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            failures.append(err.str())
+
+    producer = Producer(
+        {
+            **confluent_config(),
+            "bootstrap.servers": settings.bootstrap_servers,
+            "acks": "all",
+            "log_level": 3,
+        }
+    )
+    count = 0
+    for key, partition in sorted(keys):
+        while True:
+            try:
+                producer.produce(
+                    topic, key=key, value=None, partition=partition, on_delivery=delivered
+                )
+                break
+            except BufferError:  # the local queue is full: let it drain
+                producer.poll(0.5)
+        count += 1
+    left = producer.flush(timeout_s)
+    if left or failures:
+        detail = failures[0] if failures else f"{left} not acknowledged in {timeout_s:.0f} s"
+        raise KafkaUnavailableError(f"cannot tombstone {topic}: {detail}; nothing was purged")
+    return count

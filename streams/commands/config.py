@@ -17,6 +17,9 @@ SETTINGS_CLASSES: tuple[tuple[str, str], ...] = (
     ("Providers: adapters, limits, breakers, retries", "providers.settings:ProviderSettings"),
     ("Provider simulator (`leadflow sim`)", "simulator.config:SimSettings"),
     ("Partition watchdog", "streams.watchdog:WatchdogSettings"),
+    ("Kafka security (SASL/TLS)", "streams.kafka_config:KafkaSecuritySettings"),
+    ("Campaign health (`leadflow health`, `/health`)", "streams.health:HealthSettings"),
+    ("Metrics (/metrics background polls)", "streams.metrics:MetricsSettings"),
 )
 
 

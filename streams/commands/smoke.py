@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streams.codec import AvroCodec
 from streams.errors import LeadflowError
+from streams.kafka_config import confluent_config
 from streams.schema_examples import example_record
 from streams.settings import get_settings
 from streams.topics import CATALOG
@@ -27,13 +28,18 @@ def smoke() -> None:
     """Publish and read back one record per topic."""
     settings = get_settings()
     producer = Producer(
-        {"bootstrap.servers": settings.bootstrap_servers, "partitioner": "murmur2_random"}
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "partitioner": "murmur2_random",
+            **confluent_config(),
+        }
     )
     consumer = Consumer(
         {
             "bootstrap.servers": settings.bootstrap_servers,
             "group.id": f"leadflow-smoke-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
+            **confluent_config(),
         }
     )
     started = time.monotonic()

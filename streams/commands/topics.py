@@ -7,6 +7,7 @@ import sys
 import click
 
 from streams.admin import check_topics, ensure_topics
+from streams.kafka_config import check_connection
 from streams.settings import get_settings
 from streams.topics import CATALOG
 
@@ -27,6 +28,7 @@ def topics(check: bool, list_: bool) -> None:
                 f"{spec.cleanup_policy:<8} {days:g} d  {spec.value_schema}"
             )
         return
+    check_connection(settings.bootstrap_servers)  # a refused login fails here, in one line
     if check:
         drift = check_topics(settings)
         for item in drift:

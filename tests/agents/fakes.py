@@ -227,3 +227,21 @@ def seed_touch(
 def rows(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(query, params).fetchall()
+
+
+def worker_web_app() -> Any:
+    """A fresh aiohttp app with the worker web server's routes.
+
+    Faust's own ``app.web.web_app`` binds to the first event loop that serves
+    it, and each test has its own loop; a copy of its routes serves any loop.
+    """
+    from aiohttp import web
+
+    from streams.app import app
+
+    fresh = web.Application()
+    for route in app.web.web_app.router.routes():  # type: ignore[attr-defined]
+        if route.method == "HEAD":
+            continue  # added again with its GET
+        fresh.router.add_route(route.method, route.resource.canonical, route.handler)
+    return fresh

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from agents.runtime import (
     error_reason,
     hold_until_done,
 )
+from streams import metrics
 from streams.codec import AvroCodec
 from streams.errors import (
     CodecError,
@@ -767,3 +769,56 @@ async def test_a_stopping_stage_leaves_acks_off_and_the_batch_in_flight_unacked(
         await task
     assert stream.acked == first  # batch two was finished but not acked: redelivered
     assert stream.enable_acks is False
+
+
+# --- metrics: what each batch reports (streams/metrics.py) ---------------------------------
+
+
+def metric(name: str, **labels: str) -> float:
+    """A sample of leadflow's registry, 0 when absent."""
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_batch_reports_outcomes_dead_letters_and_latencies() -> None:
+    class Measured(EchoStage):
+        name = "measured-batch"  # a name of its own: its metrics start at zero
+
+    stage, producer = Measured(), FakeProducer()
+    stage.reject = {"l2": IllegalTransitionError("completed", "new")}
+    stamped = event("l1")
+    stamped.message.timestamp = time.time() - 2.0  # type: ignore[attr-defined]
+    run = runner(stage, producer)
+    await run.process([stamped, event("l2"), event("l3", value=b"junk")])
+
+    labels = {"stage": "measured-batch"}
+    assert metric("leadflow_stage_records_total", **labels, outcome="ok") == 1
+    assert metric("leadflow_stage_records_total", **labels, outcome="dead_letter") == 2
+    assert metric("leadflow_dead_letters_total", **labels, reason="illegal_transition") == 1
+    assert metric("leadflow_dead_letters_total", **labels, reason="not_avro") == 1
+    assert metric("leadflow_stage_errors_total", **labels, error="not_avro") == 1
+    assert metric("leadflow_stage_processing_seconds_count", **labels) == 1
+    assert metric("leadflow_stage_batch_records_sum", **labels) == 3
+    # only the stamped record has a Kafka timestamp (the fakes carry none)
+    assert metric("leadflow_stage_event_latency_seconds_count", **labels) == 1
+    assert 2.0 <= metric("leadflow_stage_event_latency_seconds_sum", **labels) < 10.0
+    # measuring changed nothing the runner does
+    assert (run.processed, run.dead_lettered) == (3, 2)
+    assert [s.value for s in producer.to(OUT)] == [b"l1"]
+
+
+async def test_retries_count_errors_by_reason(sleeps: list[float]) -> None:
+    class Measured(EchoStage):
+        name = "measured-retries"
+
+    stage = Measured()
+    stage.raise_next = [DatabaseUnavailableError("down"), ValueError("poison")]
+    producer = FlakyProducer(fail_sends=1)
+    run = runner(stage, producer)
+    await run.process([event("a")])
+    labels = {"stage": "measured-retries"}
+    assert metric("leadflow_stage_errors_total", **labels, error="database_unavailable") == 1
+    assert metric("leadflow_stage_errors_total", **labels, error="unexpected") == 1
+    assert metric("leadflow_stage_errors_total", **labels, error="produce_failed") == 1
+    assert metric("leadflow_stage_records_total", **labels, outcome="ok") == 1
+    assert run.transient_retries == 2
+    assert [s.value for s in producer.to(OUT)] == [b"a"]

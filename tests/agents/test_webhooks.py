@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from fakes import FakeProducer, Sent, rows, seed_lead
+from fakes import FakeProducer, Sent, rows, seed_lead, worker_web_app
 
 from agents import webhooks
 from agents.webhooks import (
@@ -404,7 +404,7 @@ async def test_the_simulators_webhooks_arrive_over_http_and_are_handled(
     seed_lead(dsn, campaign, "l1", identity)
     handler = make_handler(dsn, wall=time.time)  # the simulator signs with the real time
     monkeypatch.setattr(webhooks, "_default", handler)
-    runner = web.AppRunner(app.web.web_app, access_log=None)  # Faust's own aiohttp app
+    runner = web.AppRunner(worker_web_app(), access_log=None)  # the worker's routes
     await runner.setup()
     try:
         await web.TCPSite(runner, "127.0.0.1", 0).start()

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from sinks.campaign_stats import CampaignStatsSink
+from sinks.campaigns import CampaignStore
 from sinks.db import StageDatabase
-from streams.settings import Settings
+from streams.campaign import load_campaign
+from streams.settings import REPO_ROOT, Settings
 
 
 def seed(dsn: str, campaign: str) -> None:
+    CampaignStore(dsn).create(
+        replace(load_campaign(REPO_ROOT / "examples" / "campaign.yaml"), id=campaign)
+    )
     with psycopg.connect(dsn) as conn:
-        conn.execute(
-            "INSERT INTO campaigns (campaign_id, name, config) VALUES (%s, 'n', %s)",
-            (campaign, Jsonb({})),
-        )
         for lead, state in (("a", "completed"), ("b", "in_sequence"), ("c", "opted_out")):
             conn.execute(
                 "INSERT INTO leads (campaign_id, lead_id, state) VALUES (%s, %s, %s)",
