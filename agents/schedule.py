@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from agents import topology
 from agents.context import PipelineContext, get_context
@@ -31,6 +31,7 @@ from agents.lead_states import Step, rank
 from agents.runtime import BatchResult, Item, Stage, StageRunner, hold_until_done
 from sinks.lead_state import StateChange, write_state_changes
 from sinks.schedule_store import (
+    DueTouch,
     PendingTouch,
     earlier_payloads,
     mark_emitted,
@@ -39,7 +40,7 @@ from sinks.schedule_store import (
 )
 from sinks.send_ledger import accepted_counts
 from streams.app import app
-from streams.campaign import Campaign
+from streams.campaign import Campaign, Channel
 from streams.codec import AvroCodec
 from streams.send_window import next_send_time
 from streams.state_machine import TERMINAL, State
@@ -49,6 +50,9 @@ __all__ = ["Releaser", "ScheduleStage", "SequenceStage", "touch_priority"]
 log = logging.getLogger(__name__)
 CHANNELS = ("sms", "voice", "email")
 _UNLIMITED_PER_TICK = 2000
+#: A campaign rate's bucket holds at least this many seconds of sends, so a fast
+#: campaign clock is not capped by the 0.2 s release tick.
+_BURST_S = 0.5
 
 
 def touch_priority(campaign: Campaign, tier: str, score: float) -> int:
@@ -257,6 +261,58 @@ class _Budget:
             self.tokens -= n
 
 
+class CampaignLimits:
+    """Each campaign's own per-channel rate and daily cap, in campaign time.
+
+    A campaign's ``channels.<ch>.rate`` and ``daily_cap`` are business rules
+    ("100 texts a minute, 2,000 a day for this campaign"), so they run on the
+    campaign clock: at ``LEADFLOW_TIME_SCALE`` 3600 a rate of 100/60 allows
+    100 sends per wall second. (The provider accounts' own limits, shared by
+    all campaigns, are real quotas and run on wall time; see providers/.)
+    Each worker takes its share of both, like the provider limits: the
+    fraction of the partitions it owns. Daily counts are per campaign-clock
+    day (UTC) and kept in memory, so a worker restart starts the day afresh.
+    """
+
+    def __init__(self, time_scale: float) -> None:
+        self.time_scale = time_scale
+        self._buckets: dict[tuple[str, str], _Budget] = {}
+        self._days: dict[tuple[str, str], tuple[str, int]] = {}
+        self._capped: dict[str, set[str]] = {}
+
+    def take(self, campaign: Campaign, channel: str, share: float, now: datetime) -> bool:
+        """Spend one send of ``campaign`` on ``channel`` if its limits allow it now."""
+        settings = campaign.channel_settings(cast(Channel, channel))
+        key = (campaign.id, channel)
+        day = now.date().isoformat()
+        if settings.daily_cap is not None:
+            seen_day, used = self._days.get(key, (day, 0))
+            used = used if seen_day == day else 0
+            if used >= max(1, int(settings.daily_cap * share)):
+                self._capped.setdefault(channel, set()).add(campaign.id)
+                return False
+            self._days[key] = (day, used + 1)
+        rate = settings.rate_limit()
+        if rate is not None:
+            per_second = rate.count / rate.per * self.time_scale * share
+            bucket = self._buckets.setdefault(key, _Budget(tokens=1.0))
+            burst = max(1.0, rate.count * share, per_second * _BURST_S)
+            if bucket.take(per_second, burst) < 1:
+                if settings.daily_cap is not None:  # not sent after all
+                    self._days[key] = (day, self._days[key][1] - 1)
+                return False
+            bucket.spend(1, per_second)
+        return True
+
+    def exhausted(self, channel: str, now: datetime) -> list[str]:
+        """Campaigns that reached their daily cap on ``channel`` today (skip them in queries)."""
+        day = now.date().isoformat()
+        capped = self._capped.get(channel, set())
+        still = {c for c in capped if self._days.get((c, channel), (day, 0))[0] == day}
+        self._capped[channel] = still
+        return sorted(still)
+
+
 class Releaser:
     """Moves due touches of this worker's partitions from the queue to ``touch-due``."""
 
@@ -269,6 +325,7 @@ class Releaser:
         self.budgets = {c: _Budget() for c in CHANNELS}
         self._share: tuple[int, int] | None = None
         self.released = 0
+        self.limits = CampaignLimits(ctx.settings.time_scale)
 
     def _partitions(self) -> list[int]:
         assigned = self.app.consumer.assignment()
@@ -289,12 +346,25 @@ class Releaser:
         per_second = rate.count / rate.per * share
         return per_second, max(1.0, rate.count * share / 10)
 
+    async def _within_campaign_limits(
+        self, due: list[DueTouch], channel: str, share: float, now: datetime
+    ) -> list[DueTouch]:
+        """The touches each campaign's own rate and daily cap on ``channel`` allow now."""
+        views = await self.ctx.campaigns.get_many({t.campaign_id for t in due})
+        kept = []
+        for touch in due:  # best priority first, as released
+            view = views.get(touch.campaign_id)
+            if view is None or self.limits.take(view.campaign, channel, share, now):
+                kept.append(touch)
+        return kept
+
     async def tick(self) -> int:
         """Release what is due now; returns how many touches went out."""
         partitions = self._partitions()
         if not partitions:
             return 0
         now = self.ctx.clock.now()
+        share = len(partitions) / self.ctx.settings.topic_partitions
         total = 0
         for channel in CHANNELS:
             if (
@@ -308,8 +378,15 @@ class Releaser:
                 continue
             async with self.db.transaction() as conn:
                 due = await release_due(
-                    conn, partitions=partitions, channel=channel, now=now, limit=limit
+                    conn,
+                    partitions=partitions,
+                    channel=channel,
+                    now=now,
+                    limit=limit,
+                    exclude=self.limits.exhausted(channel, now),
                 )
+                if due:
+                    due = await self._within_campaign_limits(due, channel, share, now)
                 if due:
                     futures = [
                         await self.ctx.producer.send(

@@ -105,12 +105,14 @@ async def release_due(
     channel: str,
     now: datetime,
     limit: int,
+    exclude: Sequence[str] = (),
 ) -> list[DueTouch]:
     """Lock and return up to ``limit`` due touches of ``channel`` on ``partitions``.
 
     Call inside a transaction, produce the payloads, then :func:`mark_emitted`
     in the same transaction. Paused campaigns release nothing; cancelled ones
-    do, so the send stage can close their leads.
+    do, so the send stage can close their leads. Campaigns in ``exclude``
+    (those at their daily cap) are skipped.
     """
     if not partitions or limit <= 0:
         return []
@@ -121,11 +123,12 @@ async def release_due(
         JOIN campaigns c ON c.campaign_id = p.campaign_id
         WHERE p.kafka_partition = ANY(%s) AND p.emitted_at IS NULL AND p.due_at <= %s
           AND p.channel = %s AND c.status IN ('active', 'cancelled')
+          AND p.campaign_id <> ALL(%s)
         ORDER BY p.priority DESC, p.due_at
         LIMIT %s
         FOR UPDATE OF p SKIP LOCKED
         """,
-        (list(partitions), now, channel, limit),
+        (list(partitions), now, channel, list(exclude), limit),
     )
     rows = await cur.fetchall()
     return [DueTouch(str(c), str(lead), int(str(t)), bytes(p)) for c, lead, t, p in rows]  # type: ignore[call-overload]

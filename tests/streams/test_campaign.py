@@ -79,7 +79,7 @@ def test_example_file_parses_as_documented() -> None:
     assert [(v.name, v.weight) for v in first.variants] == [("a-question", 50), ("b-offer", 50)]
     assert c.touch(4).ai is True and c.touch(4).subject is not None
     assert c.channels["sms"].rate == "100/60"
-    assert c.channels["sms"].daily_cap == 2000
+    assert c.channels["sms"].daily_cap == 20000
     rate = c.channels["sms"].rate_limit()
     assert rate is not None and rate.interval == pytest.approx(0.6)
     assert c.budget_cost_units == 250000

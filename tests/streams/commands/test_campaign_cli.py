@@ -98,7 +98,7 @@ def test_invalid_file_prints_every_problem_and_stores_nothing(
     for old, new in [
         ("delay: 24h\n    persona: gianna", "delay: 24x\n    persona: gianna"),
         ("persona: cathy\n    template", "persona: kathy\n    template"),
-        ('rate: "100/60"\n    daily_cap: 2000', 'rate: "100/60"\n    daily_cap: -1'),
+        ('rate: "100/60"\n    daily_cap: 20000', 'rate: "100/60"\n    daily_cap: -1'),
         ("budget_cost_units: 2500", "budget_cost_units: 2500\nbudget: 3"),
         ("  days: [mon", "  days: [mun"),
     ]:
