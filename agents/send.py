@@ -113,8 +113,21 @@ class SendStage(Stage):
             view = campaigns.get(key[0])
             current = self.ctx.states.get(item.campaign_id or "", item.lead_id)
             if view is None or current is None:
+                log.info(
+                    "send: touch %d of %s skipped: %s unknown",
+                    k,
+                    item.lead_id,
+                    "campaign" if view is None else "lead",
+                )
                 continue  # nothing of this lead or campaign to send for (dead-lettered upstream)
             if current.state is not State.IN_SEQUENCE or current.touch != k:
+                log.info(
+                    "send: touch %d of %s skipped: lead is %s(%d)",
+                    k,
+                    item.lead_id,
+                    current.state.value,
+                    current.touch,
+                )
                 continue  # a replay, or the lead has ended: never a second send
             if view.status in ("cancelled", "archived"):
                 changes += self._advance(item, Step(State.CANCELLED, reason="campaign_cancelled"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import faust
 
+from streams import faust_fixes
 from streams.kafka_config import faust_credentials
 from streams.settings import get_settings
 
@@ -18,6 +19,7 @@ __all__ = ["app", "create_app"]
 
 def create_app() -> faust.App:
     """Build the Faust app from the environment's settings."""
+    faust_fixes.install()  # no acks of events Faust skipped at a stop or rebalance
     s = get_settings()
     return faust.App(
         s.topic_name("leadflow"),  # the app id; also names consumer groups and changelogs
