@@ -26,16 +26,19 @@ log = logging.getLogger(__name__)
 STALLS: list[Stall] = []
 
 
-def positions(consumer: Any, monitor: Any, topics: Iterable[str]) -> dict[Any, Position]:
-    """Committed and end offsets of the consumer's assigned partitions of ``topics``."""
+async def positions(consumer: Any, topics: Iterable[str]) -> dict[Any, Position]:
+    """Committed offsets and the broker's end offsets of the assigned partitions of ``topics``.
+
+    End offsets are asked of the broker: Faust only learns a partition's
+    high-water mark from a fetch, and a stalled partition is not fetched.
+    """
     wanted = set(topics)
+    tps = [tp for tp in consumer.assignment() if tp.topic in wanted]
+    if not tps:
+        return {}
     committed = consumer._committed_offset  # Faust keeps the last committed offsets here
-    ends = monitor.tp_end_offsets or {}
-    return {
-        tp: Position(committed.get(tp), ends.get(tp))
-        for tp in consumer.assignment()
-        if tp.topic in wanted
-    }
+    ends = await consumer.highwaters(*tps)
+    return {tp: Position(committed.get(tp), ends.get(tp)) for tp in tps}
 
 
 async def nudge(consumer: Any, stall: Stall) -> None:
@@ -61,10 +64,23 @@ def _register() -> None:
     topics = {get_settings().topic_name(t) for t in STAGE_INPUT_TOPICS.values()}
     detector = StallDetector(config.stall_s)
 
+    log.info(
+        "watchdog: checking input partitions every %.0f s (stalled after %.0f s)",
+        config.interval_s,
+        config.stall_s,
+    )
+
     @app.timer(interval=config.interval_s, name="partition-watchdog")  # type: ignore[untyped-decorator]
     async def partition_watchdog() -> None:
         consumer = app.consumer
-        for stall in detector.observe(positions(consumer, app.monitor, topics), time.monotonic()):
+        try:
+            seen = await positions(consumer, topics)
+        except Exception as exc:  # a timer must survive a broker blip or a rebalance
+            log.info(
+                "watchdog: could not read offsets (%s); next check retries", type(exc).__name__
+            )
+            return
+        for stall in detector.observe(seen, time.monotonic()):
             STALLS.append(stall)
             del STALLS[:-100]
             await nudge(consumer, stall)

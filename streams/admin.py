@@ -47,10 +47,27 @@ def _live_topics(admin: AdminClient) -> dict[str, int]:
     return {name: len(t.partitions) for name, t in meta.topics.items()}
 
 
+#: The worker's state-table changelog (Faust's, named ``<app id>-lead-state-changelog``).
+#: ``ensure_topics`` creates it up front: a worker that starts before Faust has
+#: declared it can see it missing from metadata and fail its first batches.
+STATE_CHANGELOG = TopicSpec(
+    "leadflow-lead-state-changelog",
+    "leadflow.LeadState",
+    "The per-lead state table's changelog (compacted; Faust reads it back on start).",
+    retention_ms=-1,
+    cleanup_policy="compact",
+)
+
+
 def ensure_topics(settings: Settings, catalog: tuple[TopicSpec, ...] = CATALOG) -> list[str]:
-    """Create every catalog topic that is missing. Returns the names created."""
+    """Create every catalog topic that is missing. Returns the names created.
+
+    With the full catalog, the state table's changelog is created too (not
+    listed in the result: it is Faust's topic, not part of the catalog).
+    """
     admin = admin_client(settings)
     live = _live_topics(admin)
+    specs = (*catalog, STATE_CHANGELOG) if catalog is CATALOG else catalog
     new = [
         NewTopic(
             spec.full_name(settings),
@@ -58,7 +75,7 @@ def ensure_topics(settings: Settings, catalog: tuple[TopicSpec, ...] = CATALOG) 
             replication_factor=settings.topic_replication,
             config=spec.config(),
         )
-        for spec in catalog
+        for spec in specs
         if spec.full_name(settings) not in live
     ]
     if not new:
@@ -73,7 +90,8 @@ def ensure_topics(settings: Settings, catalog: tuple[TopicSpec, ...] = CATALOG) 
             raise TopicError(f"cannot create topic {name}: {exc}") from exc
         created.append(name)
     _wait_visible(admin, created)
-    return created
+    changelog = STATE_CHANGELOG.full_name(settings)
+    return [name for name in created if name != changelog]
 
 
 def _wait_visible(admin: AdminClient, names: list[str]) -> None:

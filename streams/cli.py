@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "dlq": "streams.commands.dlq:dlq",
     "tail": "streams.commands.tail:tail",
     "health": "streams.commands.health:health",
+    "replay": "streams.commands.replay:replay",
 }
 
 #: Subcommands that belong to Faust's CLI and run the Faust app.

@@ -26,6 +26,9 @@ family in one place and print or route it without a traceback::
     │   └── RedriveInProgressError   another dlq redrive holds the lock (sinks.dead_letter_redrives)
     ├── DeadLetterNotFoundError      no dead letter at that id (streams.dlq)
     ├── RedriveDeliveryError         Kafka did not take a redriven record (streams.dlq)
+    ├── ReplayError                  a replay or reset could not be planned or done (streams.replay)
+    │   ├── GroupActiveError         the consumer group has live members
+    │   └── RollbackFileError        a rollback file is missing, taken or malformed
     ├── IllegalTransitionError       a lead state change the state machine forbids
     ├── CodecError                   a payload could not be encoded or decoded
     │   ├── NotSingleObjectError     no ``C3 01`` marker

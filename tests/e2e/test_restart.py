@@ -26,16 +26,6 @@ pytestmark = pytest.mark.slow
 RATES = {f"LEADFLOW_{c}_RATE": "0" for c in ("SMS", "VOICE", "EMAIL", "ENRICH")}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known bug, intermittent (passed 4 of 5 runs): after a SIGTERM mid-campaign some "
-        "touch-due/sent events in flight are not redelivered on restart (offsets committed "
-        "past events the stage had not acked during Faust's shutdown, cf. faust-streaming "
-        "#606), so a few leads stay in_sequence. Fix planned: a sweeper that re-drives "
-        "leads whose current touch has an outcome but no next step."
-    ),
-)
 async def test_worker_restart_mid_campaign(
     isolated: tuple[Settings, dict[str, str]], dsn: str, tmp_path: Path
 ) -> None:
