@@ -58,7 +58,10 @@ async def test_worker_restart_mid_campaign(
             stopped_at = len(await run.messages(http, campaign.id))
             states_at_stop = run.states(campaign.id)
             run.start_worker(0)
-            await run.drive(campaign.id, summary.published, timeout_s=120)
+            try:
+                await run.drive(campaign.id, summary.published, timeout_s=120)
+            except Exception as exc:
+                pytest.fail(f"{exc}\n{_diagnose(run, dsn, campaign.id)}")
             messages = await run.messages(http, campaign.id)
     finally:
         run.close()
@@ -87,6 +90,20 @@ def _diagnose(run: LocalRun, dsn: str, campaign_id: str) -> str:
             (campaign_id,),
         ).fetchall()
         clock = conn.execute("SELECT * FROM clock_anchor").fetchall()
+        stuck = conn.execute(
+            "SELECT l.lead_id, l.state, l.touch, "
+            "  (SELECT array_agg(p.touch || ':' || coalesce(p.emitted_at::text, '-')) "
+            "     FROM pending_touches p WHERE p.campaign_id = l.campaign_id "
+            "      AND p.lead_id = l.lead_id), "
+            "  (SELECT array_agg(s.touch || ':' || s.status) FROM send_ledger s "
+            "    WHERE s.campaign_id = l.campaign_id AND s.lead_id = l.lead_id) "
+            "FROM leads l WHERE l.campaign_id = %s AND l.state IN ('in_sequence', 'reconcile') "
+            "LIMIT 5",
+            (campaign_id,),
+        ).fetchall()
     log = (run.workdir / "worker0.log").read_text(errors="replace")
     tail = "\n".join(line for line in log.splitlines() if "producer buffer" not in line)[-1500:]
-    return f"states={dict(run.states(campaign_id))} queue={queue} clock={clock}\n{tail}"
+    return (
+        f"states={dict(run.states(campaign_id))} queue={queue} clock={clock}\n"
+        f"stuck (lead, state, touch, queued touch:emitted, ledger touch:status): {stuck}\n{tail}"
+    )
