@@ -22,6 +22,7 @@ import pytest
 from confluent_kafka import KafkaException, Producer
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from psycopg.types.json import Jsonb
 
 from agents.web_metrics import campaign_figures, pending_touch_counts, poll_lag, poll_postgres
 from sinks.campaigns import CampaignStore
@@ -67,9 +68,11 @@ LISTED_FAMILIES = {
 
 def _campaign(conn: psycopg.Connection[tuple[object, ...]], status: str = "active") -> str:
     campaign_id = f"m-{uuid.uuid4().hex[:10]}"
+    example = load_campaign(REPO_ROOT / "examples" / "campaign.yaml")
+    config = replace(example, id=campaign_id).to_dict()  # a valid stored campaign
     conn.execute(
-        "INSERT INTO campaigns (campaign_id, name, status, config) VALUES (%s, %s, %s, '{}')",
-        (campaign_id, campaign_id, status),
+        "INSERT INTO campaigns (campaign_id, name, status, config) VALUES (%s, %s, %s, %s)",
+        (campaign_id, campaign_id, status, Jsonb(config)),
     )
     return campaign_id
 

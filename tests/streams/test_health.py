@@ -191,9 +191,9 @@ def test_provider_limits_round_trip_through_json() -> None:
     for channel, limit in limits.items():
         doc = json.loads(json.dumps(limit.to_dict()))
         assert ProviderLimit.from_dict(channel, doc) == limit
-    c = campaign()  # sms 100/60, daily cap 2000 (examples/campaign.yaml)
+    c = campaign()  # sms 100/60, daily cap 20000 (examples/campaign.yaml)
     per = campaign_limits(c, limits, time_scale=1.0)
-    assert per["sms"] == ChannelLimit("sms", 2000 / 86400, "campaign-daily-cap")
+    assert per["sms"] == ChannelLimit("sms", 20000 / 86400, "campaign-daily-cap")
     assert campaign_limits(c, limits, time_scale=1000.0)["sms"].source == "campaign-rate"
 
 
