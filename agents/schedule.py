@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, cast
 
 from agents import topology
@@ -37,6 +37,7 @@ from sinks.schedule_store import (
     mark_emitted,
     queue_touches,
     release_due,
+    stalled_sequences,
 )
 from sinks.send_ledger import accepted_counts
 from streams.app import app
@@ -44,8 +45,16 @@ from streams.campaign import Campaign, Channel
 from streams.codec import AvroCodec
 from streams.send_window import next_send_time
 from streams.state_machine import TERMINAL, State
+from streams.watchdog import WatchdogSettings
 
-__all__ = ["Releaser", "ScheduleStage", "SequenceStage", "touch_priority"]
+__all__ = [
+    "CampaignLimits",
+    "Releaser",
+    "ScheduleStage",
+    "SequenceStage",
+    "Sweeper",
+    "touch_priority",
+]
 
 log = logging.getLogger(__name__)
 CHANNELS = ("sms", "voice", "email")
@@ -403,7 +412,75 @@ class Releaser:
         return total
 
 
+class Sweeper:
+    """Re-publishes lost ``sent`` events so no lead waits forever in ``in_sequence``.
+
+    A lead at touch k whose touch k has a final outcome in the ledger, with
+    no touch k + 1 queued after ``LEADFLOW_SWEEP_AFTER_S``, missed its
+    ``sent`` event (lost in a crash or a rebalance). The sweeper publishes
+    that outcome again, rebuilt from the ledger, on the lead's partition of
+    ``sent``; the sequence stage then queues the next touch or ends the lead.
+    It is idempotent: a lead that did move on in the meantime is skipped by
+    the sequence stage like any replay. Each worker sweeps its own partitions.
+    """
+
+    def __init__(self, ctx: PipelineContext, app_: Any, after_s: float) -> None:
+        self.ctx = ctx
+        self.app = app_
+        self.after_s = after_s
+        self.db = ctx.db("sweep")
+        self.topic = ctx.topic("sent")
+        self.codec = AvroCodec("leadflow.TouchSent", subject=self.topic)
+        self.republished = 0
+
+    async def _caught_up_partitions(self) -> list[int]:
+        """This worker's partitions whose ``sent`` backlog is fully handled.
+
+        An outcome still waiting in a backlog is not lost; only where the
+        sequence stage has committed everything on ``sent`` can a lead that
+        did not move on be trusted to have missed its event.
+        """
+        consumer = self.app.consumer
+        tps = [tp for tp in consumer.assignment() if tp.topic == self.topic]
+        if not tps:
+            return []
+        ends = await consumer.highwaters(*tps)
+        committed = consumer._committed_offset  # Faust's last committed offsets
+        return sorted(tp.partition for tp in tps if (committed.get(tp) or 0) >= ends.get(tp, 0))
+
+    async def sweep(self) -> int:
+        """Publish the lost outcomes of this worker's partitions; return how many."""
+        partitions = await self._caught_up_partitions()
+        if not partitions:
+            return 0
+        settled_before = datetime.now(UTC) - timedelta(seconds=self.after_s)
+        async with self.db.transaction() as conn:
+            lost = await stalled_sequences(
+                conn, partitions=partitions, settled_before=settled_before
+            )
+        futures = [
+            await self.ctx.producer.send(
+                self.topic,
+                str(t.record["lead_id"]).encode(),
+                self.codec.encode(t.record),
+                t.kafka_partition,
+                None,
+                None,
+            )
+            for t in lost
+        ]
+        for future in futures:
+            await future
+        if lost:
+            log.warning(
+                "sweep: re-published %d touch outcome(s) whose sequence never moved on", len(lost)
+            )
+        self.republished += len(lost)
+        return len(lost)
+
+
 _releaser: Releaser | None = None
+_sweeper: Sweeper | None = None
 
 
 def _runner(stage: Stage, ctx: PipelineContext, topic: str) -> StageRunner:
@@ -442,3 +519,24 @@ async def release_due_touches() -> None:
         await _releaser.tick()
     except Exception as exc:  # a timer must survive a bad tick (Postgres blip, rebalance)
         log.warning("release: tick failed (%s); next tick retries", type(exc).__name__)
+
+
+def _register_sweeper() -> None:
+    config = WatchdogSettings.from_env()
+    if config.sweep_interval_s <= 0:
+        return
+
+    @app.timer(interval=config.sweep_interval_s, name="sweep-lost-outcomes")  # type: ignore[untyped-decorator]
+    async def sweep_lost_outcomes() -> None:
+        """Re-publish touch outcomes whose lead never moved on."""
+        global _sweeper
+        ctx = await get_context(app, topology.lead_state_table)
+        if _sweeper is None:
+            _sweeper = Sweeper(ctx, app, config.sweep_after_s)
+        try:
+            await _sweeper.sweep()
+        except Exception as exc:  # a timer must survive a bad sweep (Postgres blip, rebalance)
+            log.warning("sweep: failed (%s); next sweep retries", type(exc).__name__)
+
+
+_register_sweeper()

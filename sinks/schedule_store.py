@@ -23,6 +23,7 @@ __all__ = [
     "queue_touches",
     "release_due",
     "requeue",
+    "stalled_sequences",
 ]
 
 
@@ -164,3 +165,73 @@ async def requeue(
         "WHERE campaign_id = %s AND lead_id = %s AND touch = %s",
         (due_at, *key),
     )
+
+
+@dataclass(frozen=True)
+class SettledTouch:
+    """A touch whose outcome is in the ledger while its lead never moved on."""
+
+    kafka_partition: int
+    record: dict[str, object]
+
+
+async def stalled_sequences(
+    conn: psycopg.AsyncConnection[tuple[object, ...]],
+    *,
+    partitions: Sequence[int],
+    settled_before: datetime,
+    limit: int = 500,
+) -> list[SettledTouch]:
+    """Leads still ``in_sequence`` at touch k whose touch k has a final outcome
+    (accepted, failed or skipped) since before ``settled_before`` and no touch
+    k + 1 queued: the ``sent`` event that should have moved them on was lost.
+
+    Returns each as the ``leadflow.TouchSent`` record to publish again.
+    """
+    if not partitions:
+        return []
+    cur = await conn.execute(
+        """
+        SELECT p.kafka_partition, s.campaign_id, s.lead_id, s.touch, s.channel,
+               coalesce(s.provider, ''), s.status, s.provider_message_id, s.idempotency_key,
+               s.cost_units, coalesce(s.campaign_clock, s.completed_at), s.error, s.completed_at
+        FROM leads l
+        JOIN send_ledger s
+          ON s.campaign_id = l.campaign_id AND s.lead_id = l.lead_id AND s.touch = l.touch
+        JOIN pending_touches p
+          ON p.campaign_id = l.campaign_id AND p.lead_id = l.lead_id AND p.touch = l.touch
+        WHERE l.state = 'in_sequence' AND l.touch >= 1
+          AND p.kafka_partition = ANY(%s)
+          AND s.status IN ('accepted', 'failed', 'skipped') AND s.completed_at < %s
+          AND NOT EXISTS (
+              SELECT 1 FROM pending_touches n
+              WHERE n.campaign_id = l.campaign_id AND n.lead_id = l.lead_id
+                AND n.touch = l.touch + 1)
+        LIMIT %s
+        """,
+        (list(partitions), settled_before, limit),
+    )
+    out = []
+    for row in await cur.fetchall():
+        (part, campaign, lead, touch, channel, provider, status, message_id, key, cost,
+         sent_at, error, completed_at) = row  # fmt: skip
+        out.append(
+            SettledTouch(
+                int(str(part)),
+                {
+                    "campaign_id": campaign,
+                    "lead_id": lead,
+                    "touch": touch,
+                    "channel": channel,
+                    "provider": provider,
+                    "status": status,
+                    "provider_message_id": message_id,
+                    "idempotency_key": key,
+                    "cost_units": float(str(cost)),
+                    "sent_at": sent_at,
+                    "error": error,
+                    "event_time": completed_at,
+                },
+            )
+        )
+    return out

@@ -47,6 +47,19 @@ class WatchdogSettings:
         "stalled: the watchdog resumes it and seeks it back to its committed offset.",
     )
 
+    sweep_interval_s: float = setting(
+        15.0,
+        "LEADFLOW_SWEEP_INTERVAL_S",
+        "Seconds between sweeps for leads whose touch has an outcome but whose sequence "
+        "never moved on (0 turns the sweeper off).",
+    )
+    sweep_after_s: float = setting(
+        30.0,
+        "LEADFLOW_SWEEP_AFTER_S",
+        "A touch outcome older than this (wall seconds) with no next step is re-published "
+        "on `sent`, so the sequence stage takes it up again.",
+    )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WatchdogSettings:
         """Read the settings from the environment."""

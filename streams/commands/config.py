@@ -16,7 +16,7 @@ SETTINGS_CLASSES: tuple[tuple[str, str], ...] = (
     ("Core: services, topics, worker", "streams.settings:Settings"),
     ("Providers: adapters, limits, breakers, retries", "providers.settings:ProviderSettings"),
     ("Provider simulator (`leadflow sim`)", "simulator.config:SimSettings"),
-    ("Partition watchdog", "streams.watchdog:WatchdogSettings"),
+    ("Liveness: partition watchdog and sequence sweeper", "streams.watchdog:WatchdogSettings"),
     ("Kafka security (SASL/TLS)", "streams.kafka_config:KafkaSecuritySettings"),
     ("Campaign health (`leadflow health`, `/health`)", "streams.health:HealthSettings"),
     ("Metrics (/metrics background polls)", "streams.metrics:MetricsSettings"),
