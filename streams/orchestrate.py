@@ -278,7 +278,10 @@ class LocalRun:
                         text = "STOP" if kind == "opt_out" else "Sounds good, call me Tuesday"
                         await self.trigger(http, kind, campaign_id, lead, text)
                         sent[kind].add(lead)
-                states = self.states(campaign_id)
+                try:
+                    states = self.states(campaign_id)
+                except psycopg.OperationalError:
+                    continue  # Postgres restarting (a fault scenario, an operator): look again
                 if on_tick is not None:
                     on_tick(states)
                 if progress is not None:
