@@ -59,9 +59,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 CHANNELS = ("sms", "voice", "email")
 _UNLIMITED_PER_TICK = 2000
-#: A campaign rate's bucket holds at least this many seconds of sends, so a fast
-#: campaign clock is not capped by the 0.2 s release tick.
-_BURST_S = 0.5
+#: Seconds between release ticks (the timer below).
+_TICK_S = 0.2
 
 
 def touch_priority(campaign: Campaign, tier: str, score: float) -> int:
@@ -305,7 +304,7 @@ class CampaignLimits:
         if rate is not None:
             per_second = rate.count / rate.per * self.time_scale * share
             bucket = self._buckets.setdefault(key, _Budget(tokens=1.0))
-            burst = max(1.0, rate.count * share, per_second * _BURST_S)
+            burst = max(1.0, per_second * 2 * _TICK_S)  # two ticks' worth: evenly spread
             if bucket.take(per_second, burst) < 1:
                 if settings.daily_cap is not None:  # not sent after all
                     self._days[key] = (day, self._days[key][1] - 1)
@@ -353,7 +352,9 @@ class Releaser:
             return None, 0.0
         share = float(getattr(limiter, "share", 1.0))
         per_second = rate.count / rate.per * share
-        return per_second, max(1.0, rate.count * share / 10)
+        # Room for two ticks of sends: enough that a 0.2 s tick never caps a fast
+        # channel below its rate, small enough that releases stay evenly spread.
+        return per_second, max(1.0, rate.count * share / 10, per_second * 2 * _TICK_S)
 
     async def _within_campaign_limits(
         self, due: list[DueTouch], channel: str, share: float, now: datetime
@@ -508,7 +509,7 @@ async def sequence_agent(stream: Any) -> None:
     await _runner(SequenceStage(ctx), ctx, ctx.topic("sent")).run(stream)
 
 
-@app.timer(interval=0.2, name="release-due-touches")  # type: ignore[untyped-decorator]
+@app.timer(interval=_TICK_S, name="release-due-touches")  # type: ignore[untyped-decorator]
 async def release_due_touches() -> None:
     """Release due touches (every 0.2 s of wall time)."""
     global _releaser

@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "tail": "streams.commands.tail:tail",
     "health": "streams.commands.health:health",
     "replay": "streams.commands.replay:replay",
+    "bench": "streams.commands.bench:bench",
 }
 
 #: Subcommands that belong to Faust's CLI and run the Faust app.

@@ -26,6 +26,8 @@ family in one place and print or route it without a traceback::
     │   └── RedriveInProgressError   another dlq redrive holds the lock (sinks.dead_letter_redrives)
     ├── DeadLetterNotFoundError      no dead letter at that id (streams.dlq)
     ├── RedriveDeliveryError         Kafka did not take a redriven record (streams.dlq)
+    ├── BenchError                   a benchmark could not be set up or measured (bench.pipeline)
+    ├── ProduceError                 the benchmark's producer lost records (bench.records)
     ├── ReplayError                  a replay or reset could not be planned or done (streams.replay)
     │   ├── GroupActiveError         the consumer group has live members
     │   └── RollbackFileError        a rollback file is missing, taken or malformed

@@ -72,3 +72,29 @@ def test_install_is_idempotent() -> None:
     guarded = Event.ack
     faust_fixes.install()
     assert Event.ack is guarded
+
+
+class NotATerminal:
+    def isatty(self) -> bool:
+        return False
+
+
+class Spinner:
+    file = NotATerminal()
+
+
+def test_the_spinner_never_turns_the_root_logger_to_debug_off_a_terminal() -> None:
+    import logging
+
+    from faust.worker import Worker
+
+    faust_fixes.install()
+    logger = logging.getLogger("leadflow-test-root")
+    logger.setLevel(logging.WARNING)
+
+    class FakeWorker:
+        spinner = Spinner()
+
+    Worker._setup_spinner_handler(FakeWorker(), logger, logging.WARNING)  # type: ignore[arg-type]
+    assert logger.level == logging.WARNING
+    assert logger.handlers == []
