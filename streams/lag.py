@@ -84,16 +84,15 @@ def group_lag(
         }
     )
     try:
-        try:
-            metadata = admin.list_topics(timeout=timeout_s)
-        except KafkaException as exc:
-            raise KafkaUnavailableError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
-        parts = [
-            TopicPartition(topic, p)
-            for topic in topics
-            if topic in metadata.topics
-            for p in sorted(metadata.topics[topic].partitions)
-        ]
+        known = {}
+        for topic in topics:  # per topic: a broker may hold thousands of others
+            try:
+                found = admin.list_topics(topic=topic, timeout=timeout_s).topics.get(topic)
+            except KafkaException as exc:
+                raise KafkaUnavailableError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+            if found is not None and found.error is None and found.partitions:
+                known[topic] = sorted(found.partitions)
+        parts = [TopicPartition(topic, p) for topic, ps in known.items() for p in ps]
         if not parts:
             return []
         try:
