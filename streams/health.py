@@ -1244,8 +1244,10 @@ def read_dead_letter_rows(
         return "unavailable", []
     try:
         records = read_dead_letters(settings, timeout_s=hs.timeout_s)
-    except KafkaException as exc:
-        raise KafkaUnavailableError(f"cannot read the dead-letter topic: {exc}") from exc
+    except (KafkaException, TimeoutError) as exc:
+        raise KafkaUnavailableError(
+            f"cannot read the dead-letter topic within {hs.timeout_s:g} s: {exc}"
+        ) from exc
     counts: Counter[tuple[str, str | None]] = Counter()
     recent: Counter[tuple[str, str | None]] = Counter()
     for record in records:

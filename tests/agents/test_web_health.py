@@ -50,7 +50,7 @@ def make_monitor(
 
     return WorkerHealth(
         settings,
-        HealthSettings(timeout_s=5.0, **thresholds),
+        HealthSettings(timeout_s=20.0, **thresholds),  # generous: CI machines are shared
         ProviderSettings.from_env({}),
         breakers=source,
     )
