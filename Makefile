@@ -8,13 +8,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install lint typecheck check test test-unit demo down status clean docs
+.PHONY: help install lint typecheck check test test-unit demo chaos down status clean docs
 
 help:
 	@echo "make demo   - set up everything and run the main job end to end"
 	@echo "make test   - lint, typecheck and run the whole test suite (real Kafka + Postgres)"
 	@echo "make down   - stop the local Kafka broker and Postgres"
 	@echo "make status - show the local services"
+	@echo "make chaos  - the full fault-injection run (about an hour; prints the I1-I5 table)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "leadflow needs Python 3.11+, found " + sys.version.split()[0])'
@@ -50,6 +51,11 @@ demo: install
 	$(BIN)/leadflow topics --check
 	$(BIN)/leadflow smoke
 	$(BIN)/leadflow demo
+
+# The full fault-injection run (issue 7): 10,000-lead campaigns, every scenario, one table.
+chaos: install
+	$(BIN)/leadflow infra up
+	$(BIN)/python -m chaos --leads 10000
 
 # Regenerate docs made from code (a test fails when they are stale).
 docs: install

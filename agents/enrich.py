@@ -7,6 +7,10 @@ duplicate is ``duplicate`` and never contacted); enrich from the cache when
 fresh, otherwise from the provider in batches; resolve the time zone; emit
 the ``leadflow.EnrichedLead``.
 
+A record not keyed by its lead id (a null key, another key) is published
+again to ``raw`` keyed by its lead id, and only that copy is handled: a
+lead's table entry and records must all live on one partition.
+
 A lead with neither a usable phone nor a usable email becomes ``invalid`` and
 is also dead-lettered with reason ``no_contact``; a lead of an unknown
 campaign is dead-lettered (``unknown_campaign``) and gets no state.
@@ -14,6 +18,7 @@ campaign is dead-lettered (``unknown_campaign``) and gets no state.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,7 +27,8 @@ from typing import Any
 from agents import topology
 from agents.context import PipelineContext, get_context
 from agents.lead_states import Applied, Step, rank
-from agents.runtime import BatchResult, Item, Output, Stage, StageRunner, hold_until_done
+from agents.quarantine import QuarantinesDeadLetters
+from agents.runtime import BatchResult, Item, Output, Stage, hold_until_done, runner_for
 from providers.base import EnrichmentQuery, EnrichmentResult
 from sinks.enrichment_cache import cached_enrichment, store_enrichment
 from sinks.identities import claim_identities
@@ -33,6 +39,8 @@ from streams.contact import identity_key, normalize_email, normalize_phone
 from streams.errors import LeadflowError
 from streams.state_machine import TERMINAL, State
 from streams.timezones import resolve_timezone
+
+log = logging.getLogger(__name__)
 
 __all__ = ["EnrichStage", "InvalidLeadError", "UnknownCampaignError"]
 
@@ -59,7 +67,7 @@ class _Candidate:
     identity: str
 
 
-class EnrichStage(Stage):
+class EnrichStage(QuarantinesDeadLetters, Stage):
     """See the module docstring."""
 
     name = "enrich"
@@ -68,6 +76,7 @@ class EnrichStage(Stage):
     def __init__(self, ctx: PipelineContext) -> None:
         self.ctx = ctx
         self.db = ctx.db(self.name)
+        self.in_topic = ctx.topic("raw")
         self.out_topic = ctx.topic("enriched")
         self.codec = AvroCodec("leadflow.EnrichedLead", subject=self.out_topic)
         self.ttl = timedelta(seconds=ctx.settings.enrich_cache_ttl_s)
@@ -78,7 +87,15 @@ class EnrichStage(Stage):
         candidates: list[_Candidate] = []
         changes: list[StateChange] = []
         now_ms = self.ctx.clock.now_ms()
+        rekeyed = 0
         for item in items:
+            if item.key != item.lead_id.encode():
+                # Keyed other than by lead id (or not at all): the lead's later
+                # records and its table entry would live on another partition.
+                # Publish it again, keyed right; that copy is the one handled.
+                result.outputs.append(Output(self.in_topic, item.lead_id.encode(), item.payload))
+                rekeyed += 1
+                continue
             if item.campaign_id not in campaigns:
                 result.failures.append(
                     (item, UnknownCampaignError(f"campaign {item.campaign_id!r} does not exist"))
@@ -109,6 +126,8 @@ class EnrichStage(Stage):
                 changes += self._emit(cand, owners, enrichment, now_ms, result)
         if changes:
             await hold_until_done(lambda: self._mirror(changes), "enrich: state mirror")
+        if rekeyed:
+            log.warning("enrich: re-published %d raw record(s) not keyed by their lead id", rekeyed)
         return result
 
     async def _lookups(
@@ -227,12 +246,4 @@ def _as_dict(result: EnrichmentResult) -> dict[str, Any]:
 async def enrich_agent(stream: Any) -> None:
     """Faust agent: run the enrich stage over ``raw``."""
     ctx = await get_context(app, topology.lead_state_table)
-    runner = StageRunner(
-        EnrichStage(ctx),
-        producer=ctx.producer,
-        input_topic=ctx.topic("raw"),
-        dead_letter_topic=ctx.topic("dead-letter"),
-        batch_size=ctx.settings.stage_batch_size,
-        batch_within=ctx.settings.stage_batch_within_ms / 1000,
-    )
-    await runner.run(stream)
+    await runner_for(EnrichStage(ctx), ctx, "raw").run(stream)

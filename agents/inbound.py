@@ -65,7 +65,8 @@ import psycopg
 from agents import topology
 from agents.context import PipelineContext, get_context
 from agents.lead_states import Applied, Step
-from agents.runtime import BatchResult, Item, Stage, StageRunner, hold_until_done
+from agents.quarantine import QuarantinesDeadLetters
+from agents.runtime import BatchResult, Item, Stage, hold_until_done, runner_for
 from providers.base import SmsMessage
 from providers.errors import AmbiguousOutcomeError
 from providers.idempotency import idempotency_key
@@ -184,7 +185,7 @@ class _Event:
         return None
 
 
-class InboundStage(Stage):
+class InboundStage(QuarantinesDeadLetters, Stage):
     """See the module docstring."""
 
     name = "inbound"
@@ -425,12 +426,4 @@ def _changes(applied: list[Applied]) -> list[StateChange]:
 async def inbound_agent(stream: Any) -> None:
     """Faust agent: run the inbound stage over ``inbound``."""
     ctx = await get_context(app, topology.lead_state_table)
-    runner = StageRunner(
-        InboundStage(ctx),
-        producer=ctx.producer,
-        input_topic=ctx.topic("inbound"),
-        dead_letter_topic=ctx.topic("dead-letter"),
-        batch_size=ctx.settings.stage_batch_size,
-        batch_within=ctx.settings.stage_batch_within_ms / 1000,
-    )
-    await runner.run(stream)
+    await runner_for(InboundStage(ctx), ctx, "inbound").run(stream)

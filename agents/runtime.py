@@ -36,11 +36,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from agents.faults import raise_point
 from streams.codec import AvroCodec
-from streams.errors import CodecError, LeadflowError, TransientError
+from streams.errors import CodecError, LeadflowError, RecordTooLargeError, TransientError
+from streams.faust_fixes import ack_processed, set_aside
 from streams.metrics import StageMetrics
+
+if TYPE_CHECKING:
+    from agents.context import PipelineContext
 
 __all__ = [
     "ATTEMPT_HEADER",
@@ -63,6 +68,16 @@ ATTEMPT_HEADER = "x-leadflow-attempt"
 #: DeadLetterAttempt objects (see schemas/dead_letter.v1.avsc), oldest first.
 HISTORY_HEADER = "x-leadflow-history"
 _MAX_MESSAGE = 500
+_T = TypeVar("_T")
+
+#: Per input topic, per partition: the newest record timestamp (unix s) a stage
+#: of this worker has finished (the sweepers in agents/schedule.py read it).
+_handled_up_to: dict[str, dict[int, float]] = {}
+
+
+def handled_up_to(topic: str) -> dict[int, float]:
+    """Partition -> newest record timestamp finished on ``topic`` by this worker."""
+    return _handled_up_to.setdefault(topic, {})
 
 
 @dataclass(frozen=True)
@@ -128,6 +143,14 @@ class Stage(ABC):
     async def handle(self, items: Sequence[Item]) -> BatchResult:
         """Handle decoded items; put each item's own failure in ``failures``."""
 
+    async def on_dead_letter(self, failures: Sequence[tuple[Item, BaseException]]) -> None:
+        """Called with the items the stage failed, before they are dead-lettered.
+
+        Stages that own lead state end those leads here
+        (:class:`agents.quarantine.QuarantinesDeadLetters`); the default does nothing.
+        """
+        return None
+
 
 def error_reason(exc: BaseException) -> str:
     """A short, label-safe reason for ``exc``."""
@@ -157,6 +180,7 @@ class StageRunner:
         batch_within: float = 0.05,
         max_backoff: float = 30.0,
         drain_timeout: float = 20.0,
+        max_record_bytes: int = 100_000,
     ) -> None:
         self.stage = stage
         self.producer = producer
@@ -166,6 +190,7 @@ class StageRunner:
         self.batch_within = batch_within
         self.max_backoff = max_backoff
         self.drain_timeout = drain_timeout
+        self.max_record_bytes = max_record_bytes
         self.codec = AvroCodec(stage.input_schema, subject=input_topic)
         self.dead_codec = AvroCodec("leadflow.DeadLetter", subject=dead_letter_topic)
         #: Counters of this runner (the Prometheus families are in ``metrics``).
@@ -179,7 +204,10 @@ class StageRunner:
 
         When the worker stops (the agent is cancelled) mid-batch, the batch in
         flight is finished first, up to ``drain_timeout`` seconds, so a stop
-        never leaves a send claimed but its outcome unrecorded.
+        never leaves a send claimed but its outcome unrecorded. A finished
+        batch is acked (:func:`streams.faust_fixes.ack_processed` counts even
+        while Faust stops or rebalances); one that did not finish is set
+        aside, never committed, and delivered again to the next owner.
         """
         batches = stream.noack_take(self.batch_size, within=self.batch_within)
         try:
@@ -195,9 +223,10 @@ class StageRunner:
                     )
                     with contextlib.suppress(Exception, asyncio.CancelledError):
                         await asyncio.wait_for(batch, self.drain_timeout)
+                    await self._settle(stream, events, done=batch.done() and not batch.cancelled()
+                                       and batch.exception() is None)  # fmt: skip
                     raise
-                for event in events:
-                    await stream.ack(event)
+                await self._settle(stream, events, done=True)
         finally:
             # noack_take turns acks back on when its generator is finalised, and
             # Faust would then ack (and commit) events this stage never handled
@@ -205,6 +234,15 @@ class StageRunner:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await batches.aclose()
             stream.enable_acks = False
+
+    @staticmethod
+    async def _settle(stream: Any, events: Sequence[Any], *, done: bool) -> None:
+        """Ack a finished batch; set an unfinished one aside (redelivered, never committed)."""
+        for event in events:
+            if done:
+                await ack_processed(stream, event)
+            else:
+                set_aside(event.app, event.message)
 
     async def process(self, events: Sequence[Any]) -> None:
         """Handle one batch until its effects and outputs are durable."""
@@ -215,6 +253,12 @@ class StageRunner:
         for event in events:
             item = self._item(event)
             try:
+                if len(item.payload) > self.max_record_bytes:
+                    raise RecordTooLargeError(
+                        f"{len(item.payload)} bytes, the limit is {self.max_record_bytes} "
+                        "(LEADFLOW_MAX_RECORD_BYTES); only the first bytes are kept",
+                        subject=item.topic,
+                    )
                 item.record = self.codec.decode(item.payload)
             except CodecError as exc:
                 dead.append(self.dead_letter(item, exc))
@@ -222,24 +266,36 @@ class StageRunner:
                 continue
             items.append(item)
         result = await self._handle_with_retry(items) if items else BatchResult()
+        if result.failures:
+            await self.stage.on_dead_letter(result.failures)
         outputs = list(result.outputs)
         outputs += [self.dead_letter(item, exc) for item, exc in result.failures]
         outputs += dead
         await self._produce_with_retry(outputs)
+        progress = handled_up_to(self.input_topic)
+        for event in events:
+            stamp = record_timestamp(event)
+            partition = event.message.partition
+            if stamp is not None and stamp > progress.get(partition, 0.0):
+                progress[partition] = stamp
         self.processed += len(events)
         self.dead_lettered += len(dead) + len(result.failures)
         self.metrics.batch_done(
             records=len(events),
             dead_letter_reasons=[error_reason(exc) for _, exc in result.failures] + reasons,
             taken_at=taken_at,
-            event_timestamps=[_timestamp(event) for event in events],
+            event_timestamps=[record_timestamp(event) for event in events],
         )
+
+    async def _handle(self, items: Sequence[Item]) -> BatchResult:
+        raise_point(self.stage.name, [item.lead_id for item in items])
+        return await self.stage.handle(items)
 
     async def _handle_with_retry(self, items: Sequence[Item]) -> BatchResult:
         delay = 0.2
         while True:
             try:
-                return await self.stage.handle(items)
+                return await self._handle(items)
             except TransientError as exc:
                 self.transient_retries += 1
                 self.metrics.error(error_reason(exc))
@@ -268,7 +324,7 @@ class StageRunner:
             delay = 0.2
             while True:
                 try:
-                    result.extend(await self.stage.handle([item]))
+                    result.extend(await self._handle([item]))
                     break
                 except TransientError as exc:
                     self.transient_retries += 1
@@ -322,7 +378,7 @@ class StageRunner:
             "error_class": type(exc).__name__,
             "error_message": _safe_message(exc),
             "attempt": item.attempt,
-            "payload": item.payload,
+            "payload": item.payload[: self.max_record_bytes],
             "campaign_id": item.campaign_id,
             "lead_id": item.lead_id or None,
             "failed_at": now,
@@ -365,7 +421,21 @@ class StageRunner:
         )
 
 
-def _timestamp(event: Any) -> float | None:
+def runner_for(stage: Stage, ctx: PipelineContext, topic: str) -> StageRunner:
+    """The :class:`StageRunner` of ``stage`` over the topic ``topic`` (a base
+    name such as ``"raw"``), with the batch and size limits from the settings."""
+    return StageRunner(
+        stage,
+        producer=ctx.producer,
+        input_topic=ctx.topic(topic),
+        dead_letter_topic=ctx.topic("dead-letter"),
+        batch_size=ctx.settings.stage_batch_size,
+        batch_within=ctx.settings.stage_batch_within_ms / 1000,
+        max_record_bytes=ctx.settings.max_record_bytes,
+    )
+
+
+def record_timestamp(event: Any) -> float | None:
     """The Kafka timestamp of ``event`` in unix seconds, None when it has none."""
     value = getattr(event.message, "timestamp", None)
     return float(value) if isinstance(value, (int, float)) and value > 0 else None
@@ -419,9 +489,9 @@ def encode_history(history: Sequence[Mapping[str, Any]]) -> bytes:
 
 
 async def hold_until_done(
-    action: Callable[[], Awaitable[None]], what: str, *, max_backoff: float = 30.0
-) -> None:
-    """Run ``action`` until it stops raising :class:`TransientError` (backing off).
+    action: Callable[[], Awaitable[_T]], what: str, *, max_backoff: float = 30.0
+) -> _T:
+    """Run ``action`` until it stops raising :class:`TransientError` (backing off); its result.
 
     For writes that must happen after the state table moved on (the Postgres
     mirror): retrying the write alone keeps the batch's transitions intact.
@@ -429,8 +499,7 @@ async def hold_until_done(
     delay = 0.2
     while True:
         try:
-            await action()
-            return
+            return await action()
         except TransientError as exc:
             log.warning("%s: %s; retrying in %.1f s", what, _safe_message(exc), delay)
             await asyncio.sleep(delay * (0.5 + random.random()))

@@ -22,13 +22,21 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, ClassVar, cast
 
 from agents import topology
 from agents.context import PipelineContext, get_context
 from agents.lead_states import Step, rank
-from agents.runtime import BatchResult, Item, Stage, StageRunner, hold_until_done
+from agents.quarantine import QuarantinesDeadLetters
+from agents.runtime import (
+    BatchResult,
+    Item,
+    Stage,
+    handled_up_to,
+    hold_until_done,
+    runner_for,
+)
 from sinks.lead_state import StateChange, write_state_changes
 from sinks.schedule_store import (
     DueTouch,
@@ -37,6 +45,7 @@ from sinks.schedule_store import (
     mark_emitted,
     queue_touches,
     release_due,
+    requeue_unhandled_releases,
     stalled_sequences,
 )
 from sinks.send_ledger import accepted_counts
@@ -127,7 +136,7 @@ class _Queueing:
             await hold_until_done(action, "schedule: queue")
 
 
-class ScheduleStage(_Queueing, Stage):
+class ScheduleStage(_Queueing, QuarantinesDeadLetters, Stage):
     """``scored`` -> touch 1 queued."""
 
     name = "schedule"
@@ -184,7 +193,7 @@ class ScheduleStage(_Queueing, Stage):
         return result
 
 
-class SequenceStage(_Queueing, Stage):
+class SequenceStage(_Queueing, QuarantinesDeadLetters, Stage):
     """``sent`` -> the next touch queued, or the lead's end state."""
 
     name = "sequence"
@@ -194,6 +203,9 @@ class SequenceStage(_Queueing, Stage):
         result = BatchResult()
         campaigns = await self.ctx.campaigns.get_many(i.campaign_id for i in items)
         todo: list[tuple[Item, Campaign, int]] = []
+        # A replayed outcome whose lead has moved on re-writes the lead's row:
+        # after a crash the mirror may be behind the table (a no-op otherwise).
+        changes: list[StateChange] = []
         for item in items:
             rec = item.record
             k = int(rec["touch"])
@@ -201,13 +213,17 @@ class SequenceStage(_Queueing, Stage):
             if k < 1 or view is None or rec["status"] == "ambiguous":
                 continue  # compliance messages; reconcile handles ambiguous sends
             current = self.ctx.states.get(item.campaign_id or "", item.lead_id)
-            if current is None or current.state in TERMINAL:
+            if current is None:
                 continue
-            if current.state in (State.IN_SEQUENCE, State.RECONCILE) and current.touch == k:
+            if current.state in TERMINAL:
+                changes.append(StateChange(current, current))
+            elif current.state in (State.IN_SEQUENCE, State.RECONCILE) and current.touch == k:
                 todo.append((item, view.campaign, k))
             elif current.state is State.IN_SEQUENCE and current.touch == k + 1:
                 todo.append((item, view.campaign, k))  # replay: re-queue k + 1 (no-op if queued)
+                changes.append(StateChange(current, current))
         if not todo:
+            await self.write(changes, [])
             return result
         async with self.db.transaction() as conn:
             previous = await earlier_payloads(
@@ -217,7 +233,6 @@ class SequenceStage(_Queueing, Stage):
                 (i.campaign_id or "", i.lead_id) for i, c, k in todo if k >= len(c.sequence)
             ]
             accepted = await accepted_counts(conn, finished)
-        changes: list[StateChange] = []
         touches: list[PendingTouch] = []
         now_ms = self.ctx.clock.now_ms()
         for item, campaign, k in todo:
@@ -414,16 +429,30 @@ class Releaser:
 
 
 class Sweeper:
-    """Re-publishes lost ``sent`` events so no lead waits forever in ``in_sequence``.
+    """Recovers lost ``touch-due`` and ``sent`` events, so no lead waits for ever.
 
-    A lead at touch k whose touch k has a final outcome in the ledger, with
-    no touch k + 1 queued after ``LEADFLOW_SWEEP_AFTER_S``, missed its
-    ``sent`` event (lost in a crash or a rebalance). The sweeper publishes
-    that outcome again, rebuilt from the ledger, on the lead's partition of
-    ``sent``; the sequence stage then queues the next touch or ends the lead.
-    It is idempotent: a lead that did move on in the meantime is skipped by
-    the sequence stage like any replay. Each worker sweeps its own partitions.
+    Two kinds of event can be lost in a crash or a rebalance (Faust commits
+    around rebalances are not watertight; see docs/ARCHITECTURE.md):
+
+    - a **released touch** (``touch-due``) that no send stage handled: the
+      lead is ``in_sequence`` at touch k, touch k was released, and the
+      ledger has nothing for it. The sweeper puts it back in the queue
+      (``emitted_at`` cleared) and the releaser emits it again; the send
+      stage's claim makes that safe.
+    - an **outcome** (``sent``) that no sequence stage handled: the lead is
+      ``in_sequence`` at touch k, touch k has a final outcome in the ledger,
+      and no touch k + 1 is queued. The sweeper publishes that outcome again,
+      rebuilt from the ledger, on the lead's partition of ``sent``; the
+      sequence stage queues the next touch or ends the lead, and skips it
+      like any replay if the lead moved on meanwhile.
+
+    Each worker sweeps its own partitions, and only what is older than
+    ``LEADFLOW_SWEEP_AFTER_S`` and behind what the stage has already
+    handled (:meth:`settled_before`).
     """
+
+    #: How much later than its release or outcome an event may be stamped.
+    PRODUCE_MARGIN_S: ClassVar[float] = 10.0
 
     def __init__(self, ctx: PipelineContext, app_: Any, after_s: float) -> None:
         self.ctx = ctx
@@ -431,34 +460,64 @@ class Sweeper:
         self.after_s = after_s
         self.db = ctx.db("sweep")
         self.topic = ctx.topic("sent")
+        self.due_topic = ctx.topic("touch-due")
         self.codec = AvroCodec("leadflow.TouchSent", subject=self.topic)
         self.republished = 0
+        self.rereleased = 0
 
-    async def _caught_up_partitions(self) -> list[int]:
-        """This worker's partitions whose ``sent`` backlog is fully handled.
+    async def settled_before(self, topic: str) -> dict[int, datetime]:
+        """For each of this worker's partitions of ``topic``, the instant before
+        which an event produced there has surely been handled.
 
-        An outcome still waiting in a backlog is not lost; only where the
-        sequence stage has committed everything on ``sent`` can a lead that
-        did not move on be trusted to have missed its event.
+        An event still waiting in a backlog is not lost. Where the stage has
+        committed everything on a partition, anything older than ``after_s``
+        counts. Where a backlog remains, only what is older than the newest
+        record handled there (less ``PRODUCE_MARGIN_S``) does: the event is
+        produced right after its row is written, so it came before that
+        record. A wrong guess costs one duplicate, which the stages skip.
         """
         consumer = self.app.consumer
-        tps = [tp for tp in consumer.assignment() if tp.topic == self.topic]
+        tps = [tp for tp in consumer.assignment() if tp.topic == topic]
         if not tps:
-            return []
+            return {}
         ends = await consumer.highwaters(*tps)
         committed = consumer._committed_offset  # Faust's last committed offsets
-        return sorted(tp.partition for tp in tps if (committed.get(tp) or 0) >= ends.get(tp, 0))
+        progress = handled_up_to(topic)
+        now = time.time()
+        out: dict[int, datetime] = {}
+        for tp in tps:
+            bound = now - self.after_s
+            if (committed.get(tp) or 0) < ends.get(tp, 0):
+                handled = progress.get(tp.partition)
+                if handled is None:
+                    continue
+                bound = min(bound, handled - self.PRODUCE_MARGIN_S)
+            out[tp.partition] = datetime.fromtimestamp(bound, UTC)
+        return out
 
     async def sweep(self) -> int:
-        """Publish the lost outcomes of this worker's partitions; return how many."""
-        partitions = await self._caught_up_partitions()
-        if not partitions:
+        """Recover this worker's lost releases and outcomes; return how many."""
+        return await self.sweep_releases() + await self.sweep_outcomes()
+
+    async def sweep_releases(self) -> int:
+        """Queue again the released touches no send stage handled."""
+        settled = await self.settled_before(self.due_topic)
+        if not settled:
             return 0
-        settled_before = datetime.now(UTC) - timedelta(seconds=self.after_s)
         async with self.db.transaction() as conn:
-            lost = await stalled_sequences(
-                conn, partitions=partitions, settled_before=settled_before
-            )
+            n = await requeue_unhandled_releases(conn, settled_before=settled)
+        if n:
+            log.warning("sweep: queued again %d released touch(es) no send stage handled", n)
+        self.rereleased += n
+        return n
+
+    async def sweep_outcomes(self) -> int:
+        """Publish again the outcomes whose sequence never moved on."""
+        settled = await self.settled_before(self.topic)
+        if not settled:
+            return 0
+        async with self.db.transaction() as conn:
+            lost = await stalled_sequences(conn, settled_before=settled)
         futures = [
             await self.ctx.producer.send(
                 self.topic,
@@ -484,29 +543,18 @@ _releaser: Releaser | None = None
 _sweeper: Sweeper | None = None
 
 
-def _runner(stage: Stage, ctx: PipelineContext, topic: str) -> StageRunner:
-    return StageRunner(
-        stage,
-        producer=ctx.producer,
-        input_topic=topic,
-        dead_letter_topic=ctx.topic("dead-letter"),
-        batch_size=ctx.settings.stage_batch_size,
-        batch_within=ctx.settings.stage_batch_within_ms / 1000,
-    )
-
-
 @app.agent(topology.topic("scored"), name="schedule")
 async def schedule_agent(stream: Any) -> None:
     """Faust agent: queue touch 1 of qualified leads."""
     ctx = await get_context(app, topology.lead_state_table)
-    await _runner(ScheduleStage(ctx), ctx, ctx.topic("scored")).run(stream)
+    await runner_for(ScheduleStage(ctx), ctx, "scored").run(stream)
 
 
 @app.agent(topology.topic("sent"), name="sequence")
 async def sequence_agent(stream: Any) -> None:
     """Faust agent: queue the next touch after each outcome, or end the lead."""
     ctx = await get_context(app, topology.lead_state_table)
-    await _runner(SequenceStage(ctx), ctx, ctx.topic("sent")).run(stream)
+    await runner_for(SequenceStage(ctx), ctx, "sent").run(stream)
 
 
 @app.timer(interval=_TICK_S, name="release-due-touches")  # type: ignore[untyped-decorator]

@@ -16,7 +16,8 @@ from agents import topology
 from agents.context import PipelineContext, get_context
 from agents.enrich import UnknownCampaignError
 from agents.lead_states import Step, rank
-from agents.runtime import BatchResult, Item, Output, Stage, StageRunner, hold_until_done
+from agents.quarantine import QuarantinesDeadLetters
+from agents.runtime import BatchResult, Item, Output, Stage, hold_until_done, runner_for
 from sinks.lead_state import LeadFacts, StateChange, write_state_changes
 from streams.app import app
 from streams.codec import AvroCodec
@@ -26,7 +27,7 @@ from streams.state_machine import TERMINAL, State
 __all__ = ["ScoreStage"]
 
 
-class ScoreStage(Stage):
+class ScoreStage(QuarantinesDeadLetters, Stage):
     """See the module docstring."""
 
     name = "score"
@@ -113,12 +114,4 @@ class ScoreStage(Stage):
 async def score_agent(stream: Any) -> None:
     """Faust agent: run the score stage over ``enriched``."""
     ctx = await get_context(app, topology.lead_state_table)
-    runner = StageRunner(
-        ScoreStage(ctx),
-        producer=ctx.producer,
-        input_topic=ctx.topic("enriched"),
-        dead_letter_topic=ctx.topic("dead-letter"),
-        batch_size=ctx.settings.stage_batch_size,
-        batch_within=ctx.settings.stage_batch_within_ms / 1000,
-    )
-    await runner.run(stream)
+    await runner_for(ScoreStage(ctx), ctx, "enriched").run(stream)

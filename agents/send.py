@@ -8,7 +8,11 @@ For each due touch, in order:
    send window that closed since release, puts the touch back in the queue;
 3. the send is **claimed** in Postgres in one transaction that re-checks the
    opt-out, the campaign status and channel blocks (:mod:`sinks.send_ledger`);
-   a claim that already exists re-emits its recorded outcome instead;
+   a claim that already exists re-emits its recorded outcome instead, except
+   one a crash left before its call (no ``calling_at``), which is taken over;
+   the claims are then stamped ``calling_at`` and committed, and only the
+   sends this worker stamped are called (a claim stamped before may have
+   reached the provider: ``ambiguous``, see 5.);
 4. the provider is called with the idempotency key, through the protection
    layer (rate limit, breaker, retries), calls in a batch concurrently, while
    the contacts' locks are held and after a last opt-out check, so an opt-out
@@ -35,8 +39,10 @@ from typing import Any
 
 from agents import topology
 from agents.context import PipelineContext, get_context
+from agents.faults import fault_point
 from agents.lead_states import Step
-from agents.runtime import BatchResult, Item, Output, Stage, StageRunner, hold_until_done
+from agents.quarantine import QuarantinesDeadLetters
+from agents.runtime import BatchResult, Item, Output, Stage, hold_until_done, runner_for
 from providers.base import EmailMessage, SendResult, SmsMessage, VoiceCall
 from providers.errors import (
     AmbiguousOutcomeError,
@@ -55,6 +61,7 @@ from sinks.send_ledger import (
     Outcome,
     campaign_spend,
     claim_sends,
+    mark_calling,
     record_outcomes,
     release_claims,
 )
@@ -82,7 +89,7 @@ class _Send:
     claim: Claim
 
 
-class SendStage(Stage):
+class SendStage(QuarantinesDeadLetters, Stage):
     """See the module docstring."""
 
     name = "send"
@@ -121,14 +128,17 @@ class SendStage(Stage):
                 )
                 continue  # nothing of this lead or campaign to send for (dead-lettered upstream)
             if current.state is not State.IN_SEQUENCE or current.touch != k:
-                log.info(
+                log.debug(
                     "send: touch %d of %s skipped: lead is %s(%d)",
                     k,
                     item.lead_id,
                     current.state.value,
                     current.touch,
                 )
-                continue  # a replay, or the lead has ended: never a second send
+                # A replay, or the lead has ended: never a second send. The
+                # lead's row is written again in case a crash left it behind.
+                changes.append(StateChange(current, current))
+                continue
             if view.status in ("cancelled", "archived"):
                 changes += self._advance(item, Step(State.CANCELLED, reason="campaign_cancelled"))
                 result.outputs.append(self._sent(rec, "skipped", now, error="campaign_cancelled"))
@@ -175,6 +185,9 @@ class SendStage(Stage):
         outcomes: list[Outcome] = []
         released: list[tuple[str, str, int]] = []
         if sends:
+            fault_point("before_provider_call")
+            sends = await self._mark_calling(sends)
+        if sends:
             called, answers = await self._guarded_calls(sends, now)
             called_ids = {id(s) for s in called}
             for send in sends:
@@ -191,11 +204,15 @@ class SendStage(Stage):
                     changes += self._advance(send.item, Step(State.OPTED_OUT, reason="opted_out"))
             for send, answer in zip(called, answers, strict=True):
                 changes += self._outcome(send, answer, now, result, outcomes, released, requeues)
+        if any(o.status == "accepted" for o in outcomes):
+            fault_point("after_provider_accept")
         blocks, self._blocks = self._blocks, []
         if changes or outcomes or released or requeues or blocks:
             await hold_until_done(
                 lambda: self._write(changes, outcomes, released, requeues, blocks), "send: ledger"
             )
+            if outcomes:
+                fault_point("after_ledger_commit")
         return result
 
     # --- claims ----------------------------------------------------------------------
@@ -315,6 +332,23 @@ class SendStage(Stage):
             # The calls happened; only the commit (releasing the locks) failed.
         return called, answers
 
+    async def _mark_calling(self, sends: list[_Send]) -> list[_Send]:
+        """Stamp the claims as being called (committed first); the sends this worker calls.
+
+        A send another claimer stamped first is left to it: that claimer
+        records its outcome.
+        """
+
+        def key(s: _Send) -> tuple[str, str, int]:
+            return (s.claim.request.campaign_id, s.item.lead_id, s.claim.request.touch)
+
+        async def action() -> set[tuple[str, str, int]]:
+            async with self.db.transaction() as conn:
+                return await mark_calling(conn, [key(s) for s in sends])
+
+        stamped = await hold_until_done(action, "send: mark calling")
+        return [s for s in sends if key(s) in stamped]
+
     async def _release(self, keys: list[tuple[str, str, int]]) -> None:
         async with self.db.transaction() as conn:
             await release_claims(conn, keys)
@@ -401,8 +435,9 @@ class SendStage(Stage):
         provider = getattr(answer, "provider", "unknown")
         if isinstance(answer, BackpressureError):
             released.append(key)
-            retry_at = getattr(answer, "retry_at", None) or getattr(answer, "retry_after", None)
-            wait = float(retry_at or 30.0) if not isinstance(retry_at, datetime) else 30.0
+            # retry_after is wall seconds (retry_at is an instant on the guard's
+            # monotonic clock, not a duration); at least a moment, at most 5 min.
+            wait = max(0.5, float(answer.retry_after))
             requeues.append((key, now + self.ctx.clock.campaign_span(min(wait, 300.0))))
             return []
         if isinstance(answer, AmbiguousOutcomeError):
@@ -487,12 +522,4 @@ class SendStage(Stage):
 async def send_agent(stream: Any) -> None:
     """Faust agent: run the send stage over ``touch-due``."""
     ctx = await get_context(app, topology.lead_state_table)
-    runner = StageRunner(
-        SendStage(ctx),
-        producer=ctx.producer,
-        input_topic=ctx.topic("touch-due"),
-        dead_letter_topic=ctx.topic("dead-letter"),
-        batch_size=ctx.settings.stage_batch_size,
-        batch_within=ctx.settings.stage_batch_within_ms / 1000,
-    )
-    await runner.run(stream)
+    await runner_for(SendStage(ctx), ctx, "touch-due").run(stream)

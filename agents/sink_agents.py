@@ -27,7 +27,7 @@ from faust.types import TP
 
 from agents import topology
 from agents.context import get_context
-from agents.runtime import BatchResult, Item, Stage, StageRunner
+from agents.runtime import BatchResult, Item, Stage, runner_for
 from sinks.campaign_stats import CampaignStatsSink
 from sinks.contract import Sink
 from sinks.dead_letter_sink import DeadLetterSink
@@ -113,15 +113,7 @@ async def _run_sink(
         pause=app.consumer.pause_partitions,
         resume=app.consumer.resume_partitions,
     )
-    runner = StageRunner(
-        stage,
-        producer=ctx.producer,
-        input_topic=ctx.topic(base),
-        dead_letter_topic=ctx.topic("dead-letter"),
-        batch_size=ctx.settings.stage_batch_size,
-        batch_within=ctx.settings.stage_batch_within_ms / 1000,
-    )
-    await runner.run(stream)
+    await runner_for(stage, ctx, base).run(stream)
 
 
 @app.agent(topology.topic("dead-letter"), name="sink-dead-letters")

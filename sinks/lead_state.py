@@ -44,7 +44,12 @@ def _ts(ms: int) -> datetime:
 async def write_state_changes(
     conn: psycopg.AsyncConnection[tuple[object, ...]], changes: Sequence[StateChange]
 ) -> None:
-    """Upsert each lead's latest state and insert its transitions (one round trip each)."""
+    """Upsert each lead's latest state and insert its transitions (one round trip each).
+
+    A change whose ``before`` has the same version as its ``after`` is a
+    *refresh*: it re-writes the lead's row (a mirror that fell behind the
+    state table after a crash) and records no transition.
+    """
     if not changes:
         return
     latest: dict[tuple[str, str], StateChange] = {}
@@ -119,5 +124,6 @@ async def write_state_changes(
                     _ts(c.after.updated_at_ms),
                 )
                 for c in changes
+                if c.before is None or c.before.version != c.after.version
             ],
         )

@@ -9,7 +9,7 @@ emitted in the same transaction after the caller has produced them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,6 +23,7 @@ __all__ = [
     "queue_touches",
     "release_due",
     "requeue",
+    "requeue_unhandled_releases",
     "stalled_sequences",
 ]
 
@@ -167,6 +168,49 @@ async def requeue(
     )
 
 
+async def requeue_unhandled_releases(
+    conn: psycopg.AsyncConnection[tuple[object, ...]],
+    *,
+    settled_before: Mapping[int, datetime],
+    limit: int = 500,
+) -> int:
+    """Put back in the queue released touches no send stage handled; return how many.
+
+    A touch counts when its lead is still ``in_sequence`` at it, it was
+    released (``emitted_at``) before its partition's ``settled_before``
+    instant, and the send ledger has no row for it: its ``touch-due`` event
+    was lost. Clearing ``emitted_at`` makes the releaser emit it again.
+    """
+    if not settled_before:
+        return 0
+    partitions = sorted(settled_before)
+    cur = await conn.execute(
+        """
+        UPDATE pending_touches p SET emitted_at = NULL
+        FROM (
+            SELECT p2.campaign_id, p2.lead_id, p2.touch
+            FROM leads l
+            JOIN pending_touches p2
+              ON p2.campaign_id = l.campaign_id AND p2.lead_id = l.lead_id
+             AND p2.touch = l.touch
+            JOIN unnest(%s::int[], %s::timestamptz[]) AS b(part, settled_before)
+              ON b.part = p2.kafka_partition
+            WHERE l.state = 'in_sequence' AND l.touch >= 1
+              AND p2.emitted_at IS NOT NULL AND p2.emitted_at < b.settled_before
+              AND NOT EXISTS (
+                  SELECT 1 FROM send_ledger s
+                  WHERE s.campaign_id = p2.campaign_id AND s.lead_id = p2.lead_id
+                    AND s.touch = p2.touch)
+            LIMIT %s
+        ) lost
+        WHERE p.campaign_id = lost.campaign_id AND p.lead_id = lost.lead_id
+          AND p.touch = lost.touch
+        """,
+        (partitions, [settled_before[p] for p in partitions], limit),
+    )
+    return cur.rowcount
+
+
 @dataclass(frozen=True)
 class SettledTouch:
     """A touch whose outcome is in the ledger while its lead never moved on."""
@@ -178,18 +222,21 @@ class SettledTouch:
 async def stalled_sequences(
     conn: psycopg.AsyncConnection[tuple[object, ...]],
     *,
-    partitions: Sequence[int],
-    settled_before: datetime,
+    settled_before: Mapping[int, datetime],
     limit: int = 500,
 ) -> list[SettledTouch]:
     """Leads still ``in_sequence`` at touch k whose touch k has a final outcome
-    (accepted, failed or skipped) since before ``settled_before`` and no touch
-    k + 1 queued: the ``sent`` event that should have moved them on was lost.
+    (accepted, failed or skipped) and no touch k + 1 queued: the ``sent`` event
+    that should have moved them on was lost.
 
-    Returns each as the ``leadflow.TouchSent`` record to publish again.
+    ``settled_before`` maps each Kafka partition to sweep to the instant
+    before which an outcome on it counts as settled (its ``sent`` event, if
+    any, has been handled by then). Returns each lead as the
+    ``leadflow.TouchSent`` record to publish again.
     """
-    if not partitions:
+    if not settled_before:
         return []
+    partitions = sorted(settled_before)
     cur = await conn.execute(
         """
         SELECT p.kafka_partition, s.campaign_id, s.lead_id, s.touch, s.channel,
@@ -200,16 +247,18 @@ async def stalled_sequences(
           ON s.campaign_id = l.campaign_id AND s.lead_id = l.lead_id AND s.touch = l.touch
         JOIN pending_touches p
           ON p.campaign_id = l.campaign_id AND p.lead_id = l.lead_id AND p.touch = l.touch
+        JOIN unnest(%s::int[], %s::timestamptz[]) AS b(part, settled_before)
+          ON b.part = p.kafka_partition
         WHERE l.state = 'in_sequence' AND l.touch >= 1
-          AND p.kafka_partition = ANY(%s)
-          AND s.status IN ('accepted', 'failed', 'skipped') AND s.completed_at < %s
+          AND s.status IN ('accepted', 'failed', 'skipped')
+          AND s.completed_at < b.settled_before
           AND NOT EXISTS (
               SELECT 1 FROM pending_touches n
               WHERE n.campaign_id = l.campaign_id AND n.lead_id = l.lead_id
                 AND n.touch = l.touch + 1)
         LIMIT %s
         """,
-        (list(partitions), settled_before, limit),
+        (partitions, [settled_before[p] for p in partitions], limit),
     )
     out = []
     for row in await cur.fetchall():

@@ -27,6 +27,7 @@ __all__ = [
     "accepted_counts",
     "campaign_spend",
     "claim_sends",
+    "mark_calling",
     "record_outcomes",
     "release_claims",
 ]
@@ -49,7 +50,9 @@ class ClaimRequest:
 class Claim:
     """The answer to a claim.
 
-    ``won`` means this caller inserted the row and may call the provider.
+    ``won`` means this caller inserted the row (or found one a crash left
+    before its call) and may call the provider once :func:`mark_calling`
+    stamped it.
     Otherwise ``blocked`` says why nothing may be sent (``opted_out``,
     ``campaign_<status>``, ``channel_blocked``; ``duplicate`` for a second copy
     of the same send in one batch; ``contended`` when a concurrent release
@@ -164,7 +167,7 @@ async def claim_sends(
             cur = await conn.execute(
                 """
                 SELECT s.campaign_id, s.lead_id, s.touch, s.status, s.provider,
-                       s.provider_message_id, s.cost_units, s.error
+                       s.provider_message_id, s.cost_units, s.error, s.calling_at
                 FROM send_ledger s
                 JOIN unnest(%s::text[], %s::text[], %s::int[]) AS k(campaign_id, lead_id, touch)
                   ON s.campaign_id = k.campaign_id AND s.lead_id = k.lead_id AND s.touch = k.touch
@@ -172,8 +175,8 @@ async def claim_sends(
                 ([r.campaign_id for r in lost], [r.lead_id for r in lost], [r.touch for r in lost]),
             )
             rows = {
-                (str(c), str(lead), int(str(t))): (st, p, m, cu, e)
-                for c, lead, t, st, p, m, cu, e in await cur.fetchall()
+                (str(c), str(lead), int(str(t))): (st, p, m, cu, e, at)
+                for c, lead, t, st, p, m, cu, e, at in await cur.fetchall()
             }
             for r in lost:
                 pos = positions[(r.campaign_id, r.lead_id, r.touch)]
@@ -181,7 +184,12 @@ async def claim_sends(
                 if row is None:  # released by another transaction since our insert
                     answers[pos] = Claim(r, False, blocked="contended")
                     continue
-                st, p, m, cu, e = row
+                st, p, m, cu, e, at = row
+                if st == "claimed" and at is None:
+                    # Left by a crash before its call: never called, so it may be
+                    # taken over; mark_calling decides which claimer calls.
+                    answers[pos] = Claim(r, True, status="claimed")
+                    continue
                 answers[pos] = Claim(
                     r,
                     False,
@@ -192,6 +200,30 @@ async def claim_sends(
                     error=None if e is None else str(e),
                 )
     return [answers[pos] for pos in range(len(requests))]
+
+
+async def mark_calling(
+    conn: psycopg.AsyncConnection[tuple[object, ...]], keys: Sequence[tuple[str, str, int]]
+) -> set[tuple[str, str, int]]:
+    """Stamp ``calling_at`` on claims about to be called; return those stamped now.
+
+    Commit this before calling. Only a claim not stamped before is returned,
+    so of two claimers of one send (a redelivery racing the original) just
+    one calls; a claim already stamped may have reached the provider.
+    """
+    if not keys:
+        return set()
+    cur = await conn.execute(
+        """
+        UPDATE send_ledger s SET calling_at = now()
+        FROM unnest(%s::text[], %s::text[], %s::int[]) AS k(campaign_id, lead_id, touch)
+        WHERE s.campaign_id = k.campaign_id AND s.lead_id = k.lead_id AND s.touch = k.touch
+          AND s.status = 'claimed' AND s.calling_at IS NULL
+        RETURNING s.campaign_id, s.lead_id, s.touch
+        """,
+        ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
+    )
+    return {(str(c), str(lead), int(str(t))) for c, lead, t in await cur.fetchall()}
 
 
 async def record_outcomes(

@@ -21,7 +21,7 @@ def create_app() -> faust.App:
     """Build the Faust app from the environment's settings."""
     faust_fixes.install()  # no acks of events Faust skipped at a stop or rebalance
     s = get_settings()
-    return faust.App(
+    faust_app = faust.App(
         s.topic_name("leadflow"),  # the app id; also names consumer groups and changelogs
         broker=[f"kafka://{hostport.strip()}" for hostport in s.bootstrap_servers.split(",")],
         broker_credentials=faust_credentials(),  # SASL/TLS (streams.kafka_config)
@@ -45,6 +45,8 @@ def create_app() -> faust.App:
         producer_linger_ms=5,
         logging_config=None,
     )
+    faust_fixes.install(faust_app)  # and redeliver what was set aside, after each rebalance
+    return faust_app
 
 
 app = create_app()

@@ -32,12 +32,16 @@ family in one place and print or route it without a traceback::
     │   ├── GroupActiveError         the consumer group has live members
     │   └── RollbackFileError        a rollback file is missing, taken or malformed
     ├── IllegalTransitionError       a lead state change the state machine forbids
+    ├── InjectedFaultError           raised on purpose by a fault point (agents.faults)
+    ├── ChaosError                   the fault harness could not run a scenario (chaos.harness)
+    │   └── ServiceUnmanagedError    a service the scenario must restart is not ours to restart
     ├── CodecError                   a payload could not be encoded or decoded
     │   ├── NotSingleObjectError     no ``C3 01`` marker
     │   ├── UnknownFingerprintError  writer schema not found in ``schemas/``
     │   ├── TruncatedPayloadError    body ends before the record does
     │   ├── SchemaMismatchError      record does not match its schema
-    │   └── SchemaLoadError          a ``.avsc`` file is invalid
+    │   ├── SchemaLoadError          a ``.avsc`` file is invalid
+    │   └── RecordTooLargeError      a record over LEADFLOW_MAX_RECORD_BYTES (not decoded)
     └── ProviderError                an outside service call failed (providers)
 
 Each error's ``str()`` is one line that names the thing it is about.
@@ -57,6 +61,7 @@ __all__ = [
     "NotSingleObjectError",
     "PortInUseError",
     "ProviderError",
+    "RecordTooLargeError",
     "SchemaLoadError",
     "SchemaMismatchError",
     "ServiceStartError",
@@ -214,6 +219,17 @@ class SchemaLoadError(CodecError):
 
     reason = "schema_load"
     summary = "cannot load Avro schema"
+
+
+class RecordTooLargeError(CodecError):
+    """A record is larger than a stage accepts (``LEADFLOW_MAX_RECORD_BYTES``).
+
+    It is not decoded; its dead letter keeps only the first bytes, so the
+    dead letter itself fits in a Kafka message.
+    """
+
+    reason = "record_too_large"
+    summary = "record too large"
 
 
 class ProviderError(LeadflowError):

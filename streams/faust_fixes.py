@@ -12,12 +12,24 @@ committed and never handled. (Seen in leadflow's restart test: leads left in
 ``in_sequence`` whose ``touch-due`` record no stage ever saw, with the
 group's offset past it.)
 
-:func:`install` wraps ``faust.events.Event.ack`` so an ack is refused while
-flow control is suspended or when the message is from an older generation.
-The event then stays uncommitted and Kafka delivers it again after the
-restart or rebalance. The cost is that an event the stage *did* finish in
-that window is delivered again too; every stage is idempotent, so that is
-safe (at-least-once).
+:func:`install` wraps ``faust.events.Event.ack`` so such an ack does not
+mark the offset committable. The message is *set aside* instead: taken out
+of the consumer's unacked set (or Faust's ``wait_empty``, which a rebalance
+and a stop both run, would wait for it for ever, and the member would be
+evicted from the group), its offset left out of the committable ones, and
+its partition remembered. Once the rebalance is over (or at once, for an
+older-generation message seen after it) each such partition that is still
+ours is sought back to the lowest offset set aside, so Kafka delivers the
+event again; after a stop the next start does. Events a stage *did* finish
+are acked through :func:`ack_processed`, which always counts, so a
+rebalance never waits for work that is done.
+
+Faust's commit would still step over a message set aside at the head of a
+partition: its ``Consumer._new_offset`` allows one missing offset right
+after the committed one, and any number on a partition never committed
+before (a fresh topic, so every start-up). The wrapped ``_new_offset``
+therefore never commits at or past an offset set aside and not yet handled
+since; the partition's commits resume once it is delivered again and acked.
 
 2. **DEBUG logging at ``-l warn``.** Faust's worker adds its terminal spinner's
 log handler whenever the level is WARN or above and sets the root logger to
@@ -28,27 +40,122 @@ then builds a log record: 6 % of a busy worker's CPU in a py-spy profile
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 from typing import Any
 
 from faust.events import Event
+from faust.transport.consumer import Consumer
 from faust.worker import Worker
 
-__all__ = ["install", "installed"]
+__all__ = ["ack_processed", "install", "installed", "redeliver_set_aside", "set_aside"]
 
 log = logging.getLogger(__name__)
 
 _original_ack = Event.ack
+_original_new_offset = Consumer._new_offset
 _original_spinner_handler = Worker._setup_spinner_handler
 
 
+#: True while a stage acks events it finished (:func:`ack_processed`).
+_processed: contextvars.ContextVar[bool] = contextvars.ContextVar("processed", default=False)
+#: Per partition, the lowest offset set aside unprocessed and not yet redelivered.
+_set_aside: dict[Any, int] = {}
+_redeliveries: set[asyncio.Future[int]] = set()
+#: Per partition, every offset set aside and not handled since: never committed over.
+_held: dict[Any, set[int]] = {}
+
+
 def _guarded_ack(self: Any) -> bool:
+    if _processed.get():
+        held = _held.get(self.message.tp)
+        if held:
+            held.discard(self.message.offset)
+        return bool(_original_ack(self))
     app = self.app
-    if not app.flow_control.is_active() or (
-        getattr(self.message, "generation_id", None) != app.consumer_generation_id
-    ):
-        return False  # not processed for sure: leave it uncommitted, Kafka redelivers it
+    suspended = not app.flow_control.is_active()
+    if suspended or getattr(self.message, "generation_id", None) != app.consumer_generation_id:
+        set_aside(app, self.message)
+        if not suspended:  # an old message after the rebalance: redeliver it now
+            task = asyncio.ensure_future(redeliver_set_aside(app))
+            _redeliveries.add(task)
+            task.add_done_callback(_redeliveries.discard)
+        return False
     return bool(_original_ack(self))
+
+
+def set_aside(app: Any, message: Any) -> None:
+    """Let go of ``message`` unprocessed: never committed, delivered again later."""
+    consumer = app.consumer
+    message.acked = True  # Faust's wait_empty drops it from its unacked set
+    unacked = getattr(consumer, "_unacked_messages", None)
+    if unacked is not None:
+        unacked.discard(message)
+    tp = message.tp
+    _held.setdefault(tp, set()).add(message.offset)
+    lowest = _set_aside.get(tp)
+    if lowest is None or message.offset < lowest:
+        _set_aside[tp] = message.offset
+
+
+async def redeliver_set_aside(app: Any) -> int:
+    """Seek each assigned partition with messages set aside back to the lowest one.
+
+    Returns how many partitions were sought. Partitions no longer assigned
+    are forgotten: their new owner starts from the committed offset, which
+    is before the messages set aside.
+    """
+    consumer = app.consumer
+    assigned = consumer.assignment()
+    sought = 0
+    for tp, offset in list(_set_aside.items()):
+        del _set_aside[tp]
+        if tp in assigned:
+            log.info(
+                "redelivering %s[%d] from offset %d (set aside unprocessed)",
+                tp.topic,
+                tp.partition,
+                offset,
+            )
+            await consumer.seek(tp, offset)
+            sought += 1
+    return sought
+
+
+def _new_offset_below_held(self: Any, tp: Any) -> int | None:
+    """Faust's next commit offset for ``tp``, kept below any offset held back."""
+    held = _held.get(tp)
+    if not held:
+        return _original_new_offset(self, tp)
+    lowest = min(held)
+    acked = self._acked[tp]
+    above = [offset for offset in acked if offset >= lowest]
+    acked[:] = [offset for offset in acked if offset < lowest]
+    try:
+        offset = _original_new_offset(self, tp)
+    finally:
+        acked.extend(above)
+        acked.sort()
+    if offset is not None and offset > lowest:
+        return lowest  # a gap Faust filled ran past the held offset: stop right before it
+    return offset
+
+
+def forget_partitions(tps: Any) -> None:
+    """Forget what was held back on partitions this worker no longer owns."""
+    for tp in tps:
+        _held.pop(tp, None)
+        _set_aside.pop(tp, None)
+
+
+async def ack_processed(stream: Any, event: Any) -> bool:
+    """Ack ``event``, which a stage finished: it counts even during a rebalance or stop."""
+    token = _processed.set(True)
+    try:
+        return bool(await stream.ack(event))
+    finally:
+        _processed.reset(token)
 
 
 def _spinner_on_terminals_only(self: Any, logger: logging.Logger, level: int) -> None:
@@ -56,15 +163,37 @@ def _spinner_on_terminals_only(self: Any, logger: logging.Logger, level: int) ->
         _original_spinner_handler(self, logger, level)
 
 
-def install() -> None:
-    """Install both fixes (idempotent)."""
+def _redeliver_after_rebalances(app: Any) -> None:
+    async def redeliver(sender: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            await redeliver_set_aside(app)
+        except Exception as exc:  # never crash the rebalance; the watchdog re-seeks stalls
+            log.warning("redelivery after the rebalance failed (%s)", type(exc).__name__)
+
+    async def forget(sender: Any, revoked: Any = (), *args: Any, **kwargs: Any) -> None:
+        forget_partitions(revoked)
+
+    app.on_partitions_assigned.connect(redeliver, weak=False)
+    app.on_partitions_revoked.connect(forget, weak=False)
+
+
+def install(app: Any = None) -> None:
+    """Install both fixes (idempotent); with ``app``, redeliver after each rebalance."""
     if Event.ack is not _guarded_ack:
         Event.ack = _guarded_ack  # type: ignore[method-assign]
+        Consumer._new_offset = _new_offset_below_held  # type: ignore[method-assign]
         log.debug("faust fix installed: no acks while flow control is suspended")
     Worker._setup_spinner_handler = _spinner_on_terminals_only  # type: ignore[method-assign]
+    if app is not None and not getattr(app, "_leadflow_redeliver", False):
+        _redeliver_after_rebalances(app)
+        app._leadflow_redeliver = True
 
 
 def installed() -> bool:
     """True once :func:`install` ran."""
     spinner_fixed = Worker._setup_spinner_handler is _spinner_on_terminals_only
-    return Event.ack is _guarded_ack and spinner_fixed
+    return (
+        Event.ack is _guarded_ack
+        and spinner_fixed
+        and Consumer._new_offset is _new_offset_below_held
+    )

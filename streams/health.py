@@ -1266,13 +1266,14 @@ def sample_stages(
 ) -> dict[str, list[PartitionLag]]:
     """One lag sample of every stage; raises KafkaUnavailableError.
 
-    A broker error while reading offsets (a partition whose leader is being
-    elected) is retried ``attempts`` times before it counts.
+    A broker error or a timeout while reading offsets (a partition whose
+    leader is being elected, a group coordinator still loading) is retried
+    ``attempts`` times before it counts.
     """
     for attempt in range(1, attempts + 1):
         try:
             return stage_lag(settings, timeout_s=timeout_s)
-        except KafkaException as exc:
+        except (KafkaException, TimeoutError) as exc:
             if attempt == attempts:
                 raise KafkaUnavailableError(f"cannot read consumer lag: {exc}") from exc
             time.sleep(pause_s)

@@ -8,6 +8,7 @@ yet), so it counts records the stage has not finished with.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -22,6 +23,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
+from streams.admin_futures import admin_result
 from streams.errors import KafkaUnavailableError
 from streams.kafka_config import confluent_config
 from streams.settings import Settings
@@ -70,52 +72,82 @@ def worker_group(settings: Settings) -> str:
     return settings.topic_name("leadflow")
 
 
+#: One admin client and one consumer per bootstrap list, kept for the process's
+#: life: a worker reads lag every few seconds, and librdkafka clients created and
+#: destroyed that often while the broker restarts crashed the worker (SIGSEGV).
+_clients: dict[str, tuple[AdminClient, Consumer, threading.Lock]] = {}
+_clients_lock = threading.Lock()
+
+
+def _lag_clients(bootstrap: str) -> tuple[AdminClient, Consumer, threading.Lock]:
+    with _clients_lock:
+        found = _clients.get(bootstrap)
+        if found is None:
+            config: dict[str, str | int | float | bool] = {
+                "bootstrap.servers": bootstrap,
+                **confluent_config(),
+            }
+            config["log_level"] = 0  # a broker restart is reported by the calls, not 20 lines/s
+            consumer = Consumer(
+                {
+                    **config,
+                    "group.id": f"leadflow-lag-{uuid.uuid4().hex[:8]}",
+                    "enable.auto.commit": False,
+                }
+            )
+            found = (AdminClient(config), consumer, threading.Lock())
+            _clients[bootstrap] = found
+        return found
+
+
 def group_lag(
     bootstrap: str, group: str, topics: Iterable[str], timeout_s: float = 10.0
 ) -> list[PartitionLag]:
     """Lag of ``group`` on every partition of ``topics`` (missing topics are skipped)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, **confluent_config()})
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"leadflow-lag-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            **confluent_config(),
-        }
-    )
-    try:
-        known = {}
-        for topic in topics:  # per topic: a broker may hold thousands of others
-            try:
-                found = admin.list_topics(topic=topic, timeout=timeout_s).topics.get(topic)
-            except KafkaException as exc:
-                raise KafkaUnavailableError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
-            if found is not None and found.error is None and found.partitions:
-                known[topic] = sorted(found.partitions)
-        parts = [TopicPartition(topic, p) for topic, ps in known.items() for p in ps]
-        if not parts:
-            return []
+    admin, consumer, lock = _lag_clients(bootstrap)
+    with lock:
+        return _group_lag(admin, consumer, bootstrap, group, topics, timeout_s)
+
+
+def _group_lag(
+    admin: AdminClient,
+    consumer: Consumer,
+    bootstrap: str,
+    group: str,
+    topics: Iterable[str],
+    timeout_s: float,
+) -> list[PartitionLag]:
+    known = {}
+    for topic in topics:  # per topic: a broker may hold thousands of others
         try:
-            future = admin.list_consumer_group_offsets(
-                [ConsumerGroupTopicPartitions(group, parts)]
-            )[group]
-            committed = {
-                (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
-                for tp in future.result(timeout=timeout_s).topic_partitions
-            }
-            out = []
-            for tp in parts:
-                low, high = _watermarks(consumer, tp, timeout_s)
-                out.append(
-                    PartitionLag(
-                        tp.topic, tp.partition, committed.get((tp.topic, tp.partition)), low, high
-                    )
+            found = admin.list_topics(topic=topic, timeout=timeout_s).topics.get(topic)
+        except KafkaException as exc:
+            raise KafkaUnavailableError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+        if found is not None and found.error is None and found.partitions:
+            known[topic] = sorted(found.partitions)
+    parts = [TopicPartition(topic, p) for topic, ps in known.items() for p in ps]
+    if not parts:
+        return []
+    try:
+        future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, parts)])[
+            group
+        ]
+        answer = admin_result(admin, future, timeout_s, f"offsets of group {group}")
+        committed = {
+            (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
+            for tp in answer.topic_partitions
+        }
+        out = []
+        for tp in parts:
+            low, high = _watermarks(consumer, tp, timeout_s)
+            out.append(
+                PartitionLag(
+                    tp.topic, tp.partition, committed.get((tp.topic, tp.partition)), low, high
                 )
-        except KafkaException as exc:  # e.g. "not leader" just after topics were created
-            raise KafkaUnavailableError(f"cannot read offsets of group {group}: {exc}") from exc
-        return out
-    finally:
-        consumer.close()
+            )
+    except KafkaException as exc:  # e.g. "not leader" just after topics were created
+        raise KafkaUnavailableError(f"cannot read offsets of group {group}: {exc}") from exc
+    return out
 
 
 def _watermarks(consumer: Consumer, tp: TopicPartition, timeout_s: float) -> tuple[int, int]:
@@ -150,7 +182,8 @@ def group_member_count(bootstrap: str, group: str, timeout_s: float = 10.0) -> i
     """How many live members ``group`` has (0 when it is empty or unknown)."""
     admin = AdminClient({"bootstrap.servers": bootstrap, **confluent_config()})
     try:
-        description = admin.describe_consumer_groups([group])[group].result(timeout=timeout_s)
+        future = admin.describe_consumer_groups([group])[group]
+        description = admin_result(admin, future, timeout_s, f"group {group}")
     except KafkaException as exc:
         raise KafkaUnavailableError(f"cannot describe group {group}: {exc}") from exc
     return len(description.members or [])

@@ -53,6 +53,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
+from streams.admin_futures import admin_result
 from streams.codec import decode_payload_any
 from streams.errors import (
     CodecError,
@@ -631,7 +632,8 @@ def _committed(
         return {}
     request = ConsumerGroupTopicPartitions(group, [TopicPartition(t, p) for t, p in parts])
     try:
-        result = admin.list_consumer_group_offsets([request])[group].result(timeout=_TIMEOUT_S)
+        future = admin.list_consumer_group_offsets([request])[group]
+        result = admin_result(admin, future, _TIMEOUT_S, f"offsets of group {group}")
     except KafkaException as exc:
         raise KafkaUnavailableError(f"cannot read offsets of group {group}: {exc}") from exc
     return {
@@ -643,7 +645,8 @@ def _committed(
 def _alter(admin: AdminClient, group: str, offsets: Sequence[tuple[str, int, int]]) -> None:
     request = ConsumerGroupTopicPartitions(group, [TopicPartition(t, p, o) for t, p, o in offsets])
     try:
-        result = admin.alter_consumer_group_offsets([request])[group].result(timeout=_TIMEOUT_S)
+        future = admin.alter_consumer_group_offsets([request])[group]
+        result = admin_result(admin, future, _TIMEOUT_S, f"new offsets of group {group}")
     except KafkaException as exc:
         error = exc.args[0] if exc.args else None
         if isinstance(error, KafkaError) and error.code() in (
@@ -660,8 +663,9 @@ def _alter(admin: AdminClient, group: str, offsets: Sequence[tuple[str, int, int
 def _members(admin: AdminClient, group: str) -> int:
     """Members of ``group`` (1 when the broker does not say)."""
     try:
-        description = admin.describe_consumer_groups([group])[group].result(timeout=_TIMEOUT_S)
-    except KafkaException:
+        future = admin.describe_consumer_groups([group])[group]
+        description = admin_result(admin, future, _TIMEOUT_S, f"group {group}")
+    except (KafkaException, KafkaUnavailableError):
         return 1
     return max(1, len(description.members or []))
 

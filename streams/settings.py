@@ -206,6 +206,14 @@ class Settings:
             "Longest a stage waits to fill a batch before handling what it has.",
         ),
     )
+    max_record_bytes: int = field(
+        default=100_000,
+        metadata=_env(
+            "LEADFLOW_MAX_RECORD_BYTES",
+            "Largest record value a stage accepts; a larger one is dead-lettered "
+            "(reason record_too_large) with only its first this-many bytes kept.",
+        ),
+    )
     enrich_cache_ttl_s: int = field(
         default=7 * 24 * 3600,
         metadata=_env(

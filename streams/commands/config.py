@@ -20,6 +20,7 @@ SETTINGS_CLASSES: tuple[tuple[str, str], ...] = (
     ("Kafka security (SASL/TLS)", "streams.kafka_config:KafkaSecuritySettings"),
     ("Campaign health (`leadflow health`, `/health`)", "streams.health:HealthSettings"),
     ("Metrics (/metrics background polls)", "streams.metrics:MetricsSettings"),
+    ("Fault injection (tests and `make chaos` only)", "agents.faults:FaultSettings"),
 )
 
 

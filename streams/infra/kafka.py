@@ -275,7 +275,11 @@ class LocalKafka:
                     "Kafka exited during start-up. "
                     f"Last log lines ({self.log_file}):\n{self._log_tail()}"
                 )
-            if port_open(self.settings.kafka_port) and _broker_answers(self.address):
+            if (
+                port_open(self.settings.kafka_port)
+                and _broker_answers(self.address)
+                and _group_coordinator_answers(self.address)
+            ):
                 return
             time.sleep(0.5)
         raise ServiceStartError(
@@ -316,6 +320,29 @@ def port_open_any(bootstrap: str) -> bool:
         if host and port.isdigit() and port_open(int(port), host.strip("[]"), timeout=2):
             return True
     return False
+
+
+def _group_coordinator_answers(address: str) -> bool:
+    """True when the broker answers a consumer group's committed-offsets request.
+
+    On a fresh broker the first group request creates ``__consumer_offsets``
+    and can take 20 s or more; asking here, in a loop of short timeouts,
+    makes ``infra up`` wait for that instead of the first lag read or
+    ``leadflow health`` after it. A consumer (closed synchronously) asks:
+    an admin client dropped with a request in flight can crash the process.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": address, "group.id": "leadflow-infra-ready", "log_level": 0}
+    )
+    try:
+        consumer.committed([TopicPartition("leadflow-infra-ready", 0)], timeout=3)
+    except Exception:  # any failure here means "not ready yet"
+        return False
+    finally:
+        consumer.close()
+    return True
 
 
 def _broker_answers(address: str) -> bool:

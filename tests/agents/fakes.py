@@ -44,13 +44,36 @@ class FakeMessage:
     key: bytes | None
     value: bytes
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    acked: bool = False
+
+    @property
+    def tp(self) -> tuple[str, int]:
+        return (self.topic, self.partition)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+class FakeConsumer:
+    """The part of Faust's consumer an event set aside touches."""
+
+    def __init__(self) -> None:
+        self._unacked_messages: set[Any] = set()
+
+
+class FakeApp:
+    """The part of a Faust app an event knows."""
+
+    def __init__(self) -> None:
+        self.consumer = FakeConsumer()
 
 
 class FakeEvent:
-    """A Faust event: only ``.message`` is used (and it must be weak-referenceable)."""
+    """A Faust event: ``.message`` and ``.app`` (it must be weak-referenceable)."""
 
-    def __init__(self, message: FakeMessage) -> None:
+    def __init__(self, message: FakeMessage, app: FakeApp | None = None) -> None:
         self.message = message
+        self.app = app or FakeApp()
 
 
 @dataclass

@@ -249,6 +249,20 @@ async def test_each_codec_failure_is_dead_lettered_with_its_reason(
     assert stage.calls == []
 
 
+async def test_an_oversized_record_is_dead_lettered_undecoded_with_its_first_bytes() -> None:
+    stage, producer = EchoStage(), FakeProducer()
+    huge = CODEC.encode(inbound_record(body="x" * 2_000_000))
+    run = runner(stage, producer, max_record_bytes=1_000)
+    await run.process([event("l1", value=huge), event("l2")])
+
+    assert stage.calls == [["l2"]]  # the rest of the batch goes on
+    [dl] = dead_letters(producer)
+    assert (dl["reason"], dl["error_class"]) == ("record_too_large", "RecordTooLargeError")
+    assert dl["payload"] == huge[:1_000]
+    assert str(len(huge)) in dl["error_message"]
+    assert len(producer.to(DLQ)[0].value) < 2_000  # the dead letter fits in a Kafka message
+
+
 async def test_tombstone_value_is_dead_lettered_with_empty_payload() -> None:
     stage, producer = EchoStage(), FakeProducer()
     ev = event("l1", key=b"l1")
@@ -591,6 +605,11 @@ async def test_run_does_not_ack_a_batch_whose_processing_was_cancelled() -> None
     with pytest.raises(asyncio.CancelledError):
         await runner(stage, producer).run(stream)
     assert [a.offset for a in stream.acks] == [ev.message.offset for ev in batch1]
+    assert all(ev.message.acked for ev in batch2)  # set aside: not waited for, never committed
+
+
+def stream_events_set_aside(stream: FakeStream) -> int:
+    return sum(bool(ev.message.acked) for batch in stream.batches for ev in batch)
 
 
 async def test_run_holds_acks_while_transient_errors_last(
@@ -692,11 +711,12 @@ class BlockingStage(EchoStage):
         return await super().handle(items)
 
 
-async def test_stop_mid_batch_finishes_the_batch_but_does_not_ack_it() -> None:
+async def test_stop_mid_batch_finishes_the_batch_and_acks_it() -> None:
     timeline: list[tuple[str, Any]] = []
     producer = DeferredProducer(timeline)
     stage = BlockingStage()
-    stream = FakeStream([[event("a"), event("b")], [event("c")]], producer, timeline)
+    batch = [event("a"), event("b")]
+    stream = FakeStream([batch, [event("c")]], producer, timeline)
     task = asyncio.create_task(runner(stage, producer, drain_timeout=5.0).run(stream))
     await stage.entered.wait()
     task.cancel()
@@ -705,7 +725,8 @@ async def test_stop_mid_batch_finishes_the_batch_but_does_not_ack_it() -> None:
         await task
     assert not stage.cancelled
     assert producer.delivered == [b"a", b"b"]  # the batch's effects are durable
-    assert stream.acks == []  # but it is redelivered after the restart
+    assert [a.offset for a in stream.acks] == [ev.message.offset for ev in batch]  # and acked
+    assert all(a.undelivered == 0 for a in stream.acks)  # only once durable
     assert stage.calls == [["a", "b"]]  # and the next batch is not started
 
 
@@ -721,7 +742,8 @@ async def test_stop_gives_up_on_the_batch_after_drain_timeout() -> None:
         await asyncio.wait_for(task, 2.0)
     assert stage.cancelled
     assert producer.futures == []
-    assert stream.acks == []
+    assert stream.acks == []  # set aside: never committed, delivered again
+    assert stream_events_set_aside(stream) == 1
 
 
 class FaustLikeStream:
@@ -747,7 +769,7 @@ class FaustLikeStream:
         return True
 
 
-async def test_a_stopping_stage_leaves_acks_off_and_the_batch_in_flight_unacked() -> None:
+async def test_a_stopping_stage_leaves_acks_off_and_acks_only_the_batch_it_finished() -> None:
     """Faust acks (and commits) whatever flows while acks are on: after a stop they must
     stay off, or events the stage never handled would be committed during shutdown."""
     first, second = [event("a")], [event("b")]
@@ -767,7 +789,7 @@ async def test_a_stopping_stage_leaves_acks_off_and_the_batch_in_flight_unacked(
     release.set()  # the drain lets batch two finish
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert stream.acked == first  # batch two was finished but not acked: redelivered
+    assert stream.acked == first + second  # batch two was finished during the drain
     assert stream.enable_acks is False
 
 

@@ -113,3 +113,36 @@ async def test_a_spent_budget_cancels_the_remaining_leads_without_calling(
         campaign,
     )
     assert ledger == [("l0", "accepted"), ("l1", "accepted")]
+
+
+async def test_an_open_circuit_requeues_the_touch_after_retry_after_not_retry_at(
+    stage: tuple[SendStage, FakeTable, str], settings: Settings
+) -> None:
+    """retry_at is an instant on a monotonic clock; the touch must wait retry_after."""
+    from providers.errors import CircuitOpenError
+
+    send, table, campaign = stage
+    table.put(lead_state(campaign, "l0", State.IN_SEQUENCE, touch=1))
+    with psycopg.connect(settings.dsn) as conn:
+        conn.execute(
+            "INSERT INTO pending_touches (campaign_id, lead_id, touch, kafka_partition, channel, "
+            "priority, due_at, payload, emitted_at) VALUES (%s, 'l0', 1, 0, 'sms', 1, %s, "
+            "'\\x00', %s)",
+            (campaign, datetime.fromtimestamp(NOW, UTC), datetime.fromtimestamp(NOW, UTC)),
+        )
+    sms: Any = send.ctx.providers.sms
+    sms.error = CircuitOpenError("fake-sms", "circuit open", retry_at=987_654.0, retry_after=7.0)
+    runner = StageRunner(
+        send, producer=send.ctx.producer, input_topic="touch-due", dead_letter_topic="dlq"
+    )
+    await runner.process([touch_due(campaign, "l0", 0)])
+
+    queued = rows(
+        settings.dsn,
+        "SELECT due_at, emitted_at FROM pending_touches WHERE campaign_id = %s",
+        campaign,
+    )
+    assert queued == [(datetime.fromtimestamp(NOW + 7.0, UTC), None)]
+    assert (
+        rows(settings.dsn, "SELECT status FROM send_ledger WHERE campaign_id = %s", campaign) == []
+    )

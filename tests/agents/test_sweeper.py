@@ -12,9 +12,10 @@ import pytest
 from fakes import FakeProducer, seed_campaign
 
 from agents.context import PipelineContext
+from agents.runtime import handled_up_to
 from agents.schedule import Sweeper
 from sinks.db import StageDatabase
-from sinks.schedule_store import stalled_sequences
+from sinks.schedule_store import requeue_unhandled_releases, stalled_sequences
 from streams.clock import CampaignClock
 from streams.codec import AvroCodec
 from streams.settings import Settings
@@ -49,9 +50,8 @@ def seed(dsn: str, campaign: str, lead: str, *, state: str = "in_sequence", touc
 
 async def found(dsn: str, partitions: list[int] | None = None) -> set[str]:
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
-        rows = await stalled_sequences(
-            conn, partitions=partitions or [3], settled_before=datetime.now(UTC)
-        )
+        now = datetime.now(UTC)
+        rows = await stalled_sequences(conn, settled_before={p: now for p in partitions or [3]})
     return {str(r.record["lead_id"]) for r in rows}
 
 
@@ -108,9 +108,15 @@ async def test_a_sweep_publishes_the_ledgers_outcome_on_the_leads_partition(
     sent3, sent4 = TP(settings.topic_name("sent"), 3), TP(settings.topic_name("sent"), 4)
     consumer = FakeConsumer({sent3, sent4}, ends={sent3: 10, sent4: 10})
     consumer._committed_offset = {sent3: 9}  # a backlog: the outcome may still be on its way
+    progress = handled_up_to(settings.topic_name("sent"))
     sweeper = Sweeper(ctx, FakeApp(consumer), after_s=60)
     try:
-        assert await sweeper.sweep() == 0
+        assert await sweeper.sweep() == 0  # a backlog, and nothing handled yet
+        progress[3] = (LONG_AGO + timedelta(seconds=5)).timestamp()
+        assert await sweeper.sweep() == 0  # handled only up to just after the outcome
+        progress[3] = (LONG_AGO + timedelta(minutes=1)).timestamp()
+        assert await sweeper.sweep() >= 1  # handled well past it: the event was missed
+        progress.clear()
         consumer._committed_offset = {sent3: 10}  # caught up: the lead really missed its event
         assert await sweeper.sweep() >= 1
     finally:
@@ -119,7 +125,7 @@ async def test_a_sweep_publishes_the_ledgers_outcome_on_the_leads_partition(
     assert isinstance(producer, FakeProducer)
     codec = AvroCodec("leadflow.TouchSent")
     mine = [s for s in producer.to(settings.topic_name("sent")) if s.key == f"{c}-lost".encode()]
-    assert len(mine) == 1
+    assert len(mine) == 2
     record = codec.decode(mine[0].value)
     assert (record["touch"], record["status"], record["channel"], mine[0].partition) == (
         2,
@@ -137,3 +143,31 @@ def test_the_sweeper_is_configured_from_the_environment(after_s: float) -> None:
     config = WatchdogSettings.from_env({"LEADFLOW_SWEEP_AFTER_S": str(after_s)})
     assert config.sweep_after_s == after_s
     assert WatchdogSettings.from_env({}).sweep_interval_s == 15.0
+
+
+async def test_a_released_touch_no_send_stage_handled_is_queued_again(dsn: str) -> None:
+    c = f"sw-{uuid.uuid4().hex[:8]}"
+    seed(dsn, c, f"{c}-lost", touch=2)
+    seed(dsn, c, f"{c}-sent", touch=2)
+    seed(dsn, c, f"{c}-ended", touch=2, state="completed")
+    with psycopg.connect(dsn) as conn:  # touch 2 of -lost and -ended: released, no ledger row
+        conn.execute(
+            "DELETE FROM send_ledger WHERE campaign_id = %s AND lead_id <> %s",
+            (c, f"{c}-sent"),
+        )
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        assert await requeue_unhandled_releases(conn, settled_before={4: datetime.now(UTC)}) == 0
+        recent = {3: LONG_AGO - timedelta(minutes=1)}  # released after this bound: not yet
+        assert await requeue_unhandled_releases(conn, settled_before=recent) == 0
+        n = await requeue_unhandled_releases(conn, settled_before={3: datetime.now(UTC)})
+        await conn.commit()
+    assert n >= 1
+    with psycopg.connect(dsn) as conn:
+        emitted = dict(
+            conn.execute(
+                "SELECT lead_id, emitted_at IS NOT NULL FROM pending_touches "
+                "WHERE campaign_id = %s AND touch = 2",
+                (c,),
+            ).fetchall()
+        )
+    assert emitted == {f"{c}-lost": False, f"{c}-sent": True, f"{c}-ended": True}

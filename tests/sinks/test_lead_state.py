@@ -213,3 +213,20 @@ async def test_leads_of_several_campaigns_in_one_batch(dsn: str, conn: Conn) -> 
     row_one, row_two = await lead_row(conn, one), await lead_row(conn, two)
     assert row_one is not None and (row_one[0], row_one[3], row_one[7]) == ("enriched", "A", 2)
     assert row_two is not None and (row_two[0], row_two[3], row_two[7]) == ("new", "C", 1)
+
+
+async def test_a_refresh_rewrites_a_row_that_fell_behind_and_records_no_transition(
+    dsn: str, conn: Conn
+) -> None:
+    lead = Lead(new_campaign(dsn))
+    v1 = lead.state(1, State.IN_SEQUENCE, touch=4)
+    v2 = lead.state(2, State.COMPLETED, reason="accepted:4")
+    await write(conn, [StateChange(None, v1, LeadFacts(tier="A"))])
+    # the table reached v2 but the crash lost its mirror write: a refresh catches up
+    await write(conn, [StateChange(v2, v2)])
+    row = await lead_row(conn, lead)
+    assert row is not None
+    assert (row[0], row[3], row[6], row[7]) == ("completed", "A", "accepted:4", 2)
+    assert [t[0] for t in await transitions(conn, lead)] == [1]
+    await write(conn, [StateChange(v1, v1)])  # an older refresh changes nothing
+    assert (await lead_row(conn, lead) or ())[0] == "completed"

@@ -19,6 +19,7 @@ from sinks.send_ledger import (
     Outcome,
     accepted_counts,
     claim_sends,
+    mark_calling,
     record_outcomes,
     release_claims,
 )
@@ -119,6 +120,8 @@ async def test_a_second_claim_loses_and_returns_what_was_recorded(dsn: str, conn
     r = request(new_campaign(dsn))
     [first] = await claim(conn, [r])
     assert first.won
+    async with conn.transaction():
+        assert await mark_calling(conn, [key(r)]) == {key(r)}  # its call is starting
     [again] = await claim(conn, [r])
     assert (again.won, again.blocked, again.status) == (False, None, "claimed")
     assert again.provider is None and again.provider_message_id is None
@@ -140,6 +143,26 @@ async def test_a_second_claim_loses_and_returns_what_was_recorded(dsn: str, conn
         (r.campaign_id, r.lead_id),
     )
     assert await cur.fetchone() == (1,)
+
+
+def key(r: ClaimRequest) -> tuple[str, str, int]:
+    return (r.campaign_id, r.lead_id, r.touch)
+
+
+async def test_a_claim_a_crash_left_before_its_call_is_taken_over_once(
+    dsn: str, conn: Conn
+) -> None:
+    r = request(new_campaign(dsn))
+    [first] = await claim(conn, [r])  # ... and the worker died before calling
+    assert first.won
+    [second] = await claim(conn, [r])  # the redelivery
+    assert (second.won, second.status) == (True, "claimed")  # never called: take it over
+    async with conn.transaction():
+        assert await mark_calling(conn, [key(r)]) == {key(r)}
+    async with conn.transaction():
+        assert await mark_calling(conn, [key(r)]) == set()  # one claimer calls, not two
+    [third] = await claim(conn, [r])
+    assert (third.won, third.status) == (False, "claimed")  # maybe called: reconcile
 
 
 async def test_a_failed_outcome_is_returned_with_its_error(dsn: str, conn: Conn) -> None:
@@ -386,10 +409,13 @@ async def test_concurrent_claims_of_one_key_have_exactly_one_winner(
         else:
             await one.rollback()
         second = await asyncio.wait_for(task, timeout=5)
-    if first_ends == "commit":
-        assert (second.won, second.status) == (False, "claimed")
+    if first_ends == "commit":  # an uncalled claim: a candidate, but only one marks it
+        assert (second.won, second.status) == (True, "claimed")
     else:  # the first claim never happened: the second one is the only winner
-        assert second.won is True
+        assert (second.won, second.status) == (True, None)
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as check:
+        marks = [await mark_calling(check, [key(r)]) for _ in range(2)]
+        assert marks == [{key(r)}, set()]
     async with await psycopg.AsyncConnection.connect(dsn) as check:
         cur = await check.execute(
             "SELECT count(*) FROM send_ledger WHERE campaign_id = %s", (r.campaign_id,)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +19,18 @@ class FlowControl:
         return self.active
 
 
-@dataclass
+@dataclass(frozen=True)
+class TP:
+    topic: str
+    partition: int
+
+
+@dataclass(eq=False)
 class StubMessage:
     generation_id: int = 1
+    offset: int = 10
+    tp: TP = TP("touch-due", 3)
+    acked: bool = False
     acked_by: list[Any] = field(default_factory=list)
 
     def ack(self, consumer: Any) -> bool:
@@ -29,10 +39,28 @@ class StubMessage:
 
 
 @dataclass
+class StubConsumer:
+    assigned: set[TP] = field(default_factory=lambda: {TP("touch-due", 3)})
+    sought: list[tuple[TP, int]] = field(default_factory=list)
+    _unacked_messages: set[Any] = field(default_factory=set)
+
+    def assignment(self) -> set[TP]:
+        return self.assigned
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.sought.append((tp, offset))
+
+
+@dataclass
 class StubApp:
     flow_control: FlowControl = field(default_factory=FlowControl)
     consumer_generation_id: int = 1
-    consumer: str = "consumer"
+    consumer: StubConsumer = field(default_factory=StubConsumer)
+
+
+class StubStream:
+    async def ack(self, event: Any) -> bool:
+        return bool(event.ack())
 
 
 def event(app: StubApp, message: StubMessage) -> Any:
@@ -50,21 +78,48 @@ def test_acks_pass_while_flow_control_is_active_and_the_generation_is_current() 
     faust_fixes.install()
     app, message = StubApp(), StubMessage()
     assert event(app, message).ack() is True
-    assert message.acked_by == ["consumer"]
+    assert message.acked_by == [app.consumer]
 
 
-def test_no_ack_while_the_worker_stops_or_rebalances() -> None:
+async def test_a_skipped_event_is_set_aside_and_redelivered_after_the_rebalance() -> None:
+    faust_fixes.install()
+    app = StubApp(flow_control=FlowControl(active=False))
+    late, early = StubMessage(offset=12), StubMessage(offset=10)
+    app.consumer._unacked_messages |= {late, early}
+    assert event(app, late).ack() is False
+    assert event(app, early).ack() is False
+    assert late.acked_by == early.acked_by == []  # never committable
+    assert app.consumer._unacked_messages == set()  # so wait_empty does not wait for them
+    assert await faust_fixes.redeliver_set_aside(app) == 1
+    assert app.consumer.sought == [(TP("touch-due", 3), 10)]  # from the lowest one
+    assert await faust_fixes.redeliver_set_aside(app) == 0  # once
+
+
+async def test_a_set_aside_partition_that_moved_to_another_worker_is_forgotten() -> None:
+    faust_fixes.install()
+    app = StubApp(flow_control=FlowControl(active=False))
+    app.consumer.assigned = set()
+    assert event(app, StubMessage()).ack() is False
+    assert await faust_fixes.redeliver_set_aside(app) == 0
+    assert app.consumer.sought == []
+
+
+async def test_an_older_generation_message_is_redelivered_at_once() -> None:
+    faust_fixes.install()
+    app, message = StubApp(consumer_generation_id=2), StubMessage(generation_id=1, offset=7)
+    assert event(app, message).ack() is False
+    assert message.acked_by == []
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert app.consumer.sought == [(TP("touch-due", 3), 7)]
+
+
+async def test_a_finished_event_is_acked_even_while_flow_control_is_suspended() -> None:
     faust_fixes.install()
     app, message = StubApp(flow_control=FlowControl(active=False)), StubMessage()
-    assert event(app, message).ack() is False
-    assert message.acked_by == []
-
-
-def test_no_ack_for_a_message_of_an_older_generation() -> None:
-    faust_fixes.install()
-    app, message = StubApp(consumer_generation_id=2), StubMessage(generation_id=1)
-    assert event(app, message).ack() is False
-    assert message.acked_by == []
+    assert await faust_fixes.ack_processed(StubStream(), event(app, message)) is True
+    assert message.acked_by == [app.consumer]
+    assert event(app, StubMessage()).ack() is False  # the exemption ends with the call
 
 
 def test_install_is_idempotent() -> None:
@@ -98,3 +153,59 @@ def test_the_spinner_never_turns_the_root_logger_to_debug_off_a_terminal() -> No
     Worker._setup_spinner_handler(FakeWorker(), logger, logging.WARNING)  # type: ignore[arg-type]
     assert logger.level == logging.WARNING
     assert logger.handlers == []
+
+
+class CommitState:
+    """The fields of Faust's consumer that ``_new_offset`` reads and writes."""
+
+    def __init__(self, committed: int | None, acked: list[int]) -> None:
+        from collections import defaultdict
+
+        from intervaltree import IntervalTree
+
+        self.tp = TP("sent", 5)
+        self._committed_offset: dict[Any, int | None] = defaultdict(lambda: None)
+        self._committed_offset[self.tp] = committed
+        self._acked: dict[Any, list[int]] = defaultdict(list)
+        self._acked[self.tp] = list(acked)
+        self._acked_index: dict[Any, set[int]] = defaultdict(set)
+        self._acked_index[self.tp] = set(acked)
+        self._gap: dict[Any, Any] = defaultdict(IntervalTree)
+
+
+def hold(tp: TP, *offsets: int) -> None:
+    app = StubApp(flow_control=FlowControl(active=False))
+    for offset in offsets:
+        assert event(app, StubMessage(offset=offset, tp=tp)).ack() is False
+
+
+def test_faust_alone_commits_over_a_missing_offset_at_the_head() -> None:
+    """The bug the guard exists for: one hole right after the committed offset."""
+    state = CommitState(committed=10, acked=[11, 12])
+    assert faust_fixes._original_new_offset(state, state.tp) == 13  # 10 was never handled
+
+
+async def test_no_commit_at_or_past_an_offset_set_aside_until_it_is_handled() -> None:
+    faust_fixes.install()
+    state = CommitState(committed=10, acked=[11, 12])
+    hold(state.tp, 10)
+    assert faust_fixes._new_offset_below_held(state, state.tp) is None
+    assert state._acked[state.tp] == [11, 12]  # nothing lost meanwhile
+    # delivered again and handled: the commit moves past it
+    app = StubApp()
+    redelivered = StubMessage(offset=10, tp=state.tp)
+    assert await faust_fixes.ack_processed(StubStream(), event(app, redelivered)) is True
+    state._acked[state.tp].insert(0, 10)  # what Faust's consumer.ack records
+    assert faust_fixes._new_offset_below_held(state, state.tp) == 13
+    faust_fixes.forget_partitions([state.tp])
+
+
+def test_a_fresh_partition_commits_only_up_to_the_first_offset_set_aside() -> None:
+    faust_fixes.install()
+    state = CommitState(committed=None, acked=[0, 1, 3, 4])
+    hold(state.tp, 2)
+    assert faust_fixes._original_new_offset(CommitState(None, [2, 3]), state.tp) == 4  # Faust
+    assert faust_fixes._new_offset_below_held(state, state.tp) == 2
+    assert state._acked[state.tp] == [3, 4]
+    faust_fixes.forget_partitions([state.tp])  # revoked: the next owner starts at 2
+    assert state.tp not in faust_fixes._held
