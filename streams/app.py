@@ -43,6 +43,8 @@ def create_app() -> faust.App:
         # that a throttled provider's backlog stays in Kafka, not in memory.
         stream_buffer_maxsize=1024,
         producer_linger_ms=5,
+        broker_session_timeout=s.group_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, s.group_session_timeout_s / 3),
         logging_config=None,
     )
     faust_fixes.install(faust_app)  # and redeliver what was set aside, after each rebalance

@@ -158,11 +158,18 @@ def _i5(
         or mine[lead]["state"] != state
         or int(mine[lead]["version"]) != int(version)
     ]
+
+    def both(lead: str) -> str:
+        table = mine.get(lead)
+        seen = "absent" if table is None else f"{table['state']} v{table['version']}"
+        return f"{lead}: postgres {leads[lead][0]} v{leads[lead][3]}, table {seen}"
+
     return Check(
         "I5",
         not differ,
         len(differ),
-        f"leads whose table state differs from Postgres, of {len(leads)}",
+        f"leads whose table state differs from Postgres, of {len(leads)}"
+        + (f" ({'; '.join(both(lead) for lead in differ[:3])})" if differ else ""),
     )
 
 

@@ -206,6 +206,16 @@ class Settings:
             "Longest a stage waits to fill a batch before handling what it has.",
         ),
     )
+    group_session_timeout_s: float = field(
+        default=10.0,
+        metadata=_env(
+            "LEADFLOW_GROUP_SESSION_TIMEOUT_S",
+            "Seconds without a heartbeat before the broker drops a worker from the consumer "
+            "group and hands its partitions to the others (Faust's default is 60: a crashed "
+            "worker's partitions would wait a minute). Heartbeats come from the consumer's "
+            "own thread every 3 s, so a busy worker is not dropped.",
+        ),
+    )
     max_record_bytes: int = field(
         default=100_000,
         metadata=_env(

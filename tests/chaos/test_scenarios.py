@@ -24,7 +24,16 @@ pytestmark = pytest.mark.slow
 
 #: Scenarios whose invariants fail today, and why (see the notes on issue 7). Empty:
 #: every bug the suite found so far is fixed (docs/RELIABILITY.md lists them).
-KNOWN_BUGS: dict[str, pytest.MarkDecorator] = {}
+KNOWN_BUGS: dict[str, pytest.MarkDecorator] = {
+    "worker-kills": pytest.mark.xfail(
+        strict=False,
+        reason=(
+            "intermittent (1 run in 5 after the session-3 fixes): I5 finds one lead whose "
+            "state-table record and Postgres row differ after a kill -9; every other "
+            "invariant held. The check now names the lead and both versions; open on issue 7"
+        ),
+    ),
+}
 #: The control row; scale-out 1 is the same run.
 NOT_IN_CI = {"baseline"}
 
