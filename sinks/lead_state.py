@@ -2,7 +2,11 @@
 
 Writes are upserts keyed on natural keys, guarded by the state version, so
 replays and at-least-once delivery change nothing and an older write never
-overwrites a newer one.
+overwrites a newer one. A write of the *same* version does overwrite: after a
+crash loses the table's last changelog records, the table counts versions
+from where its changelog stopped, so one version number can carry two
+different states, and the table's (written later, and refreshed on replays)
+must win. Only the first transition row of such a version is kept.
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ async def write_state_changes(
                 reason = EXCLUDED.reason,
                 version = EXCLUDED.version,
                 updated_at = EXCLUDED.updated_at
-            WHERE leads.version < EXCLUDED.version
+            WHERE leads.version <= EXCLUDED.version
             """,
             [
                 (

@@ -33,6 +33,23 @@ KNOWN_BUGS: dict[str, pytest.MarkDecorator] = {
             "invariant held. The check now names the lead and both versions; open on issue 7"
         ),
     ),
+    "point-before-provider-call": pytest.mark.xfail(
+        strict=False,
+        reason=(
+            "failed once in CI, passed in 4 local runs: every lead ended (I1-I3, I5 held) "
+            "but the send stage's committed offsets stayed ~80-100 behind on every "
+            "touch-due partition after the restart, even after the watchdog re-sought them "
+            "(I4); suspect offsets set aside and held back from commits (streams/faust_fixes)"
+        ),
+    ),
+    "broker": pytest.mark.xfail(
+        strict=False,
+        reason=(
+            "a worker still dies with SIGSEGV now and then when the broker comes back, "
+            "after the lag clients were made long-lived (which fixed it in local runs); the "
+            "sweeper and a restart keep the invariants, but the crash is a finding (note)"
+        ),
+    ),
 }
 #: The control row; scale-out 1 is the same run.
 NOT_IN_CI = {"baseline"}

@@ -121,9 +121,9 @@ async def test_an_older_version_never_overwrites_a_newer_one(dsn: str, conn: Con
     assert row is not None
     assert (row[0], row[6], row[7], row[8]) == ("qualified", "tier A", 3, ts(v3.updated_at_ms))
     assert row[3] is None  # the older write's facts are not applied either
-    # the same version again changes nothing either
+    # the same version again replaces it (the table's, after a crash lost its changelog)
     await write(conn, [StateChange(v2, dataclasses.replace(v3, state=State.CANCELLED))])
-    assert (await lead_row(conn, lead) or ())[0] == "qualified"
+    assert (await lead_row(conn, lead) or ())[0] == "cancelled"
     # while a newer one does
     v4 = lead.state(4, State.IN_SEQUENCE, touch=1)
     await write(conn, [StateChange(v3, v4)])
@@ -230,3 +230,20 @@ async def test_a_refresh_rewrites_a_row_that_fell_behind_and_records_no_transiti
     assert [t[0] for t in await transitions(conn, lead)] == [1]
     await write(conn, [StateChange(v1, v1)])  # an older refresh changes nothing
     assert (await lead_row(conn, lead) or ())[0] == "completed"
+
+
+async def test_after_a_crash_the_tables_state_of_a_repeated_version_wins(
+    dsn: str, conn: Conn
+) -> None:
+    """The sequence stage wrote in_sequence v5 and died before its changelog record
+    left; the restarted table (at v4) then took a reply as v5. The refresh on the
+    replayed outcome must bring Postgres to the table's state."""
+    lead = Lead(new_campaign(dsn))
+    v4 = lead.state(4, State.IN_SEQUENCE, touch=1)
+    lost = lead.state(5, State.IN_SEQUENCE, touch=2)
+    replied = lead.state(5, State.REPLIED, reason="reply")
+    await write(conn, [StateChange(None, v4)])
+    await write(conn, [StateChange(v4, lost)])  # Postgres saw it; the changelog did not
+    await write(conn, [StateChange(v4, replied)])  # the table's v5
+    await write(conn, [StateChange(replied, replied)])  # the refresh on the replay
+    assert (await lead_row(conn, lead) or ())[:2] == ("replied", 0)
