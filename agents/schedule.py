@@ -480,14 +480,19 @@ class Sweeper:
         tps = [tp for tp in consumer.assignment() if tp.topic == topic]
         if not tps:
             return {}
-        ends = await consumer.highwaters(*tps)
+        # The high-water marks the consumer last fetched: asking the broker goes
+        # through the consumer's thread, and a sweep every few seconds doing that
+        # starved the fetches and commits of the whole worker. A stale mark only
+        # makes a sweep early, which costs a duplicate the stages skip.
+        ends = {tp: consumer.highwater(tp) for tp in tps}
         committed = consumer._committed_offset  # Faust's last committed offsets
         progress = handled_up_to(topic)
         now = time.time()
         out: dict[int, datetime] = {}
         for tp in tps:
             bound = now - self.after_s
-            if (committed.get(tp) or 0) < ends.get(tp, 0):
+            end = ends.get(tp)
+            if end is None or (committed.get(tp) or 0) < end:
                 handled = progress.get(tp.partition)
                 if handled is None:
                     continue

@@ -68,9 +68,9 @@ _OPEN_STATES = ("new", "enriched", "qualified", "in_sequence")
 FAST_RECOVERY: Mapping[str, str] = {
     "LEADFLOW_GROUP_SESSION_TIMEOUT_S": "10",
     "LEADFLOW_WATCHDOG_STALL_S": "10",
-    "LEADFLOW_WATCHDOG_INTERVAL_S": "2",
+    "LEADFLOW_WATCHDOG_INTERVAL_S": "4",
     "LEADFLOW_SWEEP_AFTER_S": "5",
-    "LEADFLOW_SWEEP_INTERVAL_S": "2",
+    "LEADFLOW_SWEEP_INTERVAL_S": "3",
 }
 
 

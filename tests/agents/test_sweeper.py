@@ -76,8 +76,8 @@ class FakeConsumer:
     def assignment(self) -> set[Any]:
         return self.tps
 
-    async def highwaters(self, *tps: Any) -> dict[Any, int]:
-        return {tp: self.ends.get(tp, 0) for tp in tps}
+    def highwater(self, tp: Any) -> int | None:
+        return self.ends.get(tp)
 
 
 @dataclass

@@ -22,24 +22,31 @@ from streams.settings import Settings
 
 pytestmark = pytest.mark.slow
 
-#: Scenarios whose invariants fail today, and why (see the notes on issue 7). Empty:
-#: every bug the suite found so far is fixed (docs/RELIABILITY.md lists them).
-KNOWN_BUGS: dict[str, pytest.MarkDecorator] = {
-    "worker-kills": pytest.mark.xfail(
-        strict=False,
-        reason=(
-            "intermittent (1 run in 5 after the session-3 fixes): I5 finds one lead whose "
-            "state-table record and Postgres row differ after a kill -9; every other "
-            "invariant held. The check now names the lead and both versions; open on issue 7"
-        ),
+#: Scenarios whose invariants fail in some runs today, and why (see the notes on
+#: issue 7 and docs/RELIABILITY.md, "Open findings").
+_STUCK_AFTER_KILL = pytest.mark.xfail(
+    strict=False,
+    reason=(
+        "intermittent in CI (about 1 run in 3 of each, passes locally): after a kill -9 and a "
+        "restart of the worker, its commits on touch-due (sometimes sent, scored) stop moving "
+        "and stay behind even after the partition watchdog re-seeks them (I4), and once a "
+        "lead's table record and Postgres row differed (I5, a version collision fixed since). "
+        "No duplicate send, no opt-out violation, every lead ended in those runs. Open on "
+        "issue 7: suspect the offsets set aside in streams/faust_fixes.py"
     ),
-    "point-before-provider-call": pytest.mark.xfail(
+)
+KNOWN_BUGS: dict[str, pytest.MarkDecorator] = {
+    "worker-kills": _STUCK_AFTER_KILL,
+    "point-after-ledger-commit": _STUCK_AFTER_KILL,
+    "point-after-provider-accept": _STUCK_AFTER_KILL,
+    "point-before-provider-call": _STUCK_AFTER_KILL,
+    "storm": pytest.mark.xfail(
         strict=False,
         reason=(
-            "failed once in CI, passed in 4 local runs: every lead ended (I1-I3, I5 held) "
-            "but the send stage's committed offsets stayed ~80-100 behind on every "
-            "touch-due partition after the restart, even after the watchdog re-sought them "
-            "(I4); suspect offsets set aside and held back from commits (streams/faust_fixes)"
+            "intermittent: a worker leaving with SIGTERM mid-rebalance does not exit within "
+            "25 s (killed -9), and the worker taking over its partitions finds no offset ever "
+            "committed on them and keeps stalling (watchdog re-seeks every 14 s): leads stuck "
+            "in_sequence (I2) and lag (I4). Open on issue 7"
         ),
     ),
     "broker": pytest.mark.xfail(
@@ -47,10 +54,12 @@ KNOWN_BUGS: dict[str, pytest.MarkDecorator] = {
         reason=(
             "a worker still dies with SIGSEGV now and then when the broker comes back, "
             "after the lag clients were made long-lived (which fixed it in local runs); the "
-            "sweeper and a restart keep the invariants, but the crash is a finding (note)"
+            "restarted worker and the sweeper keep the invariants, but the crash is a finding"
         ),
     ),
 }
+
+
 #: The control row; scale-out 1 is the same run.
 NOT_IN_CI = {"baseline"}
 
