@@ -40,7 +40,7 @@ from typing import Any
 from agents import topology
 from agents.context import PipelineContext, get_context
 from agents.faults import fault_point
-from agents.lead_states import Step
+from agents.lead_states import Step, rank
 from agents.quarantine import QuarantinesDeadLetters
 from agents.runtime import BatchResult, Item, Output, Stage, hold_until_done, runner_for
 from providers.base import EmailMessage, SendResult, SmsMessage, VoiceCall
@@ -71,7 +71,7 @@ from streams.codec import AvroCodec
 from streams.errors import LeadflowError
 from streams.messages import render_touch
 from streams.send_window import in_window, next_send_time
-from streams.state_machine import State
+from streams.state_machine import TERMINAL, State
 
 __all__ = ["SendStage"]
 
@@ -80,6 +80,8 @@ _CONCURRENCY = 64
 #: A touch goes out only if its window stays open this much longer, so a send
 #: decided just before the window closes is not delivered after it.
 _WINDOW_MARGIN = timedelta(minutes=1)
+#: Wall seconds before a touch the state table does not know yet comes back.
+_CATCH_UP_S = 2.0
 
 
 @dataclass
@@ -119,14 +121,20 @@ class SendStage(QuarantinesDeadLetters, Stage):
             key = (item.campaign_id or "", item.lead_id, k)
             view = campaigns.get(key[0])
             current = self.ctx.states.get(item.campaign_id or "", item.lead_id)
-            if view is None or current is None:
-                log.info(
-                    "send: touch %d of %s skipped: %s unknown",
-                    k,
-                    item.lead_id,
-                    "campaign" if view is None else "lead",
-                )
-                continue  # nothing of this lead or campaign to send for (dead-lettered upstream)
+            if view is None:
+                log.info("send: touch %d of %s skipped: campaign unknown", k, item.lead_id)
+                continue  # nothing of this campaign to send for (dead-lettered upstream)
+            if current is None or (
+                current.state not in TERMINAL
+                and rank(current.state, current.touch) < rank(State.IN_SEQUENCE, k)
+            ):
+                # The table has not caught up with the event that queued this
+                # touch: after a crash the stage upstream replays it, and its
+                # lost changelog write comes back then. Skipping would strand
+                # the lead; try again shortly.
+                log.info("send: touch %d of %s waits for the state table", k, item.lead_id)
+                requeues.append((key, now + self.ctx.clock.campaign_span(_CATCH_UP_S)))
+                continue
             if current.state is not State.IN_SEQUENCE or current.touch != k:
                 log.debug(
                     "send: touch %d of %s skipped: lead is %s(%d)",

@@ -104,6 +104,35 @@ async def _settle(run: LocalRun, settings: Settings) -> dict[tuple[str, int], in
     raise AssertionError(f"the worker never caught up: lag {_behind(settings)[1]}")
 
 
+def _explain(
+    run: LocalRun,
+    dsn: str,
+    campaign_id: str,
+    ends: dict[tuple[str, int], int],
+    grown: dict[tuple[str, int], int],
+) -> str:
+    """What a failed record count needs to be understood: where the extra
+    records are, the leads' states, the ledger, and what the worker warned."""
+    extra = {k: v - 2 * ends.get(k, 0) for k, v in grown.items() if v != 2 * ends.get(k, 0)}
+    with psycopg.connect(dsn) as conn:
+        ledger = conn.execute(
+            "SELECT touch, status, count(*) FROM send_ledger WHERE campaign_id = %s "
+            "GROUP BY 1, 2 ORDER BY 1, 2",
+            (campaign_id,),
+        ).fetchall()
+    log = (run.workdir / "worker0.log").read_text(errors="replace").splitlines()
+    warned = [line[:300] for line in log if "WARNING" in line or "ERROR" in line][-40:]
+    return "\n".join(
+        [
+            f"extra records per partition: {extra}",
+            f"lead states: {dict(run.states(campaign_id))}",
+            f"ledger (touch, status, count): {ledger}",
+            "worker warnings:",
+            *warned,
+        ]
+    )
+
+
 def _ledger(dsn: str, campaign_id: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(
@@ -174,7 +203,9 @@ async def test_replays_of_a_finished_campaign_send_nothing_again(
             copied += sum(p.copied for p in report.partitions)
         assert copied == sum(ends.values())
         grown = await _settle(run, settings)
-        assert sum(grown.values()) == 2 * sum(ends.values())
+        assert sum(grown.values()) == 2 * sum(ends.values()), _explain(
+            run, dsn, campaign.id, ends, grown
+        )
 
         # A group with a live member is never reset, and no rollback is written.
         refused = tmp_path / "refused.json"

@@ -1,4 +1,4 @@
-"""The send stage stops a campaign at its budget cap (agents/send.py, real Postgres)."""
+"""The send stage (agents/send.py, real Postgres): budget cap, requeues, a table behind."""
 
 from __future__ import annotations
 
@@ -56,6 +56,17 @@ def touch_due(campaign: str, lead: str, offset: int) -> FakeEvent:
         "identity_key": None,
     }
     return FakeEvent(FakeMessage("touch-due", 0, offset, lead.encode(), TOUCH.encode(record)))
+
+
+def _released_touch(settings: Settings, campaign: str, lead: str) -> None:
+    """Queue touch 1 of ``lead`` as released (emitted) now."""
+    with psycopg.connect(settings.dsn) as conn:
+        conn.execute(
+            "INSERT INTO pending_touches (campaign_id, lead_id, touch, kafka_partition, channel, "
+            "priority, due_at, payload, emitted_at) VALUES (%s, %s, 1, 0, 'sms', 1, %s, "
+            "'\\x00', %s)",
+            (campaign, lead, datetime.fromtimestamp(NOW, UTC), datetime.fromtimestamp(NOW, UTC)),
+        )
 
 
 @pytest.fixture
@@ -123,13 +134,7 @@ async def test_an_open_circuit_requeues_the_touch_after_retry_after_not_retry_at
 
     send, table, campaign = stage
     table.put(lead_state(campaign, "l0", State.IN_SEQUENCE, touch=1))
-    with psycopg.connect(settings.dsn) as conn:
-        conn.execute(
-            "INSERT INTO pending_touches (campaign_id, lead_id, touch, kafka_partition, channel, "
-            "priority, due_at, payload, emitted_at) VALUES (%s, 'l0', 1, 0, 'sms', 1, %s, "
-            "'\\x00', %s)",
-            (campaign, datetime.fromtimestamp(NOW, UTC), datetime.fromtimestamp(NOW, UTC)),
-        )
+    _released_touch(settings, campaign, "l0")
     sms: Any = send.ctx.providers.sms
     sms.error = CircuitOpenError("fake-sms", "circuit open", retry_at=987_654.0, retry_after=7.0)
     runner = StageRunner(
@@ -146,3 +151,33 @@ async def test_an_open_circuit_requeues_the_touch_after_retry_after_not_retry_at
     assert (
         rows(settings.dsn, "SELECT status FROM send_ledger WHERE campaign_id = %s", campaign) == []
     )
+
+
+@pytest.mark.parametrize("known", [None, State.QUALIFIED])
+async def test_a_touch_the_state_table_does_not_know_yet_comes_back_not_skipped(
+    stage: tuple[SendStage, FakeTable, str], settings: Settings, known: State | None
+) -> None:
+    """After a crash the table can be behind the touch-due it receives (the
+    upstream stage replays the lost changelog write later): the touch is
+    queued again, never dropped, and sent once the table has caught up."""
+    send, table, campaign = stage
+    if known is not None:
+        table.put(lead_state(campaign, "l0", known))
+    _released_touch(settings, campaign, "l0")
+    runner = StageRunner(
+        send, producer=send.ctx.producer, input_topic="touch-due", dead_letter_topic="dlq"
+    )
+    await runner.process([touch_due(campaign, "l0", 0)])
+
+    sms: Any = send.ctx.providers.sms
+    assert sms.messages == []
+    queued = rows(
+        settings.dsn,
+        "SELECT due_at, emitted_at FROM pending_touches WHERE campaign_id = %s",
+        campaign,
+    )
+    assert queued == [(datetime.fromtimestamp(NOW + 2.0, UTC), None)]
+
+    table.put(lead_state(campaign, "l0", State.IN_SEQUENCE, touch=1))
+    await runner.process([touch_due(campaign, "l0", 1)])
+    assert len(sms.messages) == 1
