@@ -194,22 +194,14 @@ class SendStage(QuarantinesDeadLetters, Stage):
         released: list[tuple[str, str, int]] = []
         if sends:
             fault_point("before_provider_call")
-            sends = await self._mark_calling(sends)
-        if sends:
-            called, answers = await self._guarded_calls(sends, now)
-            called_ids = {id(s) for s in called}
-            for send in sends:
-                if id(send) not in called_ids:  # opted out after its claim: never called
-                    key = (
-                        send.claim.request.campaign_id,
-                        send.item.lead_id,
-                        send.claim.request.touch,
-                    )
-                    released.append(key)
-                    result.outputs.append(
-                        self._sent(send.item.record, "skipped", now, error="opted_out")
-                    )
-                    changes += self._advance(send.item, Step(State.OPTED_OUT, reason="opted_out"))
+            stopped, called, answers = await self._guarded_calls(sends, now)
+            for send in stopped:  # opted out after its claim: never called
+                key = (send.claim.request.campaign_id, send.item.lead_id, send.claim.request.touch)
+                released.append(key)
+                result.outputs.append(
+                    self._sent(send.item.record, "skipped", now, error="opted_out")
+                )
+                changes += self._advance(send.item, Step(State.OPTED_OUT, reason="opted_out"))
             for send, answer in zip(called, answers, strict=True):
                 changes += self._outcome(send, answer, now, result, outcomes, released, requeues)
         if any(o.status == "accepted" for o in outcomes):
@@ -312,24 +304,35 @@ class SendStage(QuarantinesDeadLetters, Stage):
 
     async def _guarded_calls(
         self, sends: list[_Send], now: datetime
-    ) -> tuple[list[_Send], list[SendResult | BaseException]]:
+    ) -> tuple[list[_Send], list[_Send], list[SendResult | BaseException]]:
         """Call the providers while holding the sends' contact locks (shared).
 
-        An opt-out recorded meanwhile waits for these calls to finish; one
-        recorded before is seen by the re-check here, and its sends are left
-        out. See :mod:`sinks.opt_outs`.
+        Returns the sends left out because their contact opted out, the sends
+        called, and each call's answer. An opt-out recorded meanwhile waits
+        for these calls to finish; one recorded before is seen by the
+        re-check here. See :mod:`sinks.opt_outs`.
+
+        The calls go in waves of ``_CONCURRENCY``, each stamped as being
+        called just before it goes: a crash then leaves at most one wave
+        whose outcome is unknown (``reconcile``); the rest of the batch is
+        taken over and called by whoever handles it next.
         """
         identities = [s.claim.request.identity_key for s in sends if s.claim.request.identity_key]
-        called: list[_Send] | None = None
+        stopped: list[_Send] = []
+        called: list[_Send] = []
         answers: list[SendResult | BaseException] = []
         try:
             async with self.guard.transaction() as conn:
                 await lock_identities(conn, identities, shared=True)
-                stopped = await opted_out(conn, identities)
-                called = [s for s in sends if s.claim.request.identity_key not in stopped]
-                answers = list(await asyncio.gather(*(self._call(s, now) for s in called)))
+                out = await opted_out(conn, identities)
+                stopped = [s for s in sends if s.claim.request.identity_key in out]
+                allowed = [s for s in sends if s.claim.request.identity_key not in out]
+                for start in range(0, len(allowed), _CONCURRENCY):
+                    wave = await self._mark_calling(allowed[start : start + _CONCURRENCY])
+                    answers += await asyncio.gather(*(self._call(s, now) for s in wave))
+                    called += wave
         except LeadflowError:
-            if called is None or len(answers) != len(called):
+            if not called:
                 # Nothing was called: give the claims back so a retry claims afresh.
                 keys = [
                     (s.claim.request.campaign_id, s.item.lead_id, s.claim.request.touch)
@@ -338,7 +341,7 @@ class SendStage(QuarantinesDeadLetters, Stage):
                 await hold_until_done(lambda: self._release(keys), "send: release claims")
                 raise
             # The calls happened; only the commit (releasing the locks) failed.
-        return called, answers
+        return stopped, called, answers
 
     async def _mark_calling(self, sends: list[_Send]) -> list[_Send]:
         """Stamp the claims as being called (committed first); the sends this worker calls.

@@ -181,3 +181,44 @@ async def test_a_touch_the_state_table_does_not_know_yet_comes_back_not_skipped(
     table.put(lead_state(campaign, "l0", State.IN_SEQUENCE, touch=1))
     await runner.process([touch_due(campaign, "l0", 1)])
     assert len(sms.messages) == 1
+
+
+class _Crash(BaseException):
+    """Stands in for the process dying (kill -9) in the middle of a call."""
+
+
+async def test_a_crash_mid_batch_leaves_only_its_wave_of_calls_in_doubt(
+    stage: tuple[SendStage, FakeTable, str], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls are stamped in waves just before they go: a crash during the
+    second wave leaves the third never stamped, so it is taken over and
+    called later instead of ending in ``reconcile``."""
+    import agents.send
+
+    monkeypatch.setattr(agents.send, "_CONCURRENCY", 2)
+    send, table, campaign = stage
+    leads = [f"l{n}" for n in range(5)]
+    for lead in leads:
+        table.put(lead_state(campaign, lead, State.IN_SEQUENCE, touch=1))
+    sms: Any = send.ctx.providers.sms
+    accept = sms.send_sms
+
+    async def crash_on_third(message: Any) -> Any:
+        if len(sms.messages) == 2:
+            raise _Crash
+        return await accept(message)
+
+    sms.send_sms = crash_on_third
+    runner = StageRunner(
+        send, producer=send.ctx.producer, input_topic="touch-due", dead_letter_topic="dlq"
+    )
+    with pytest.raises(_Crash):
+        await runner.process([touch_due(campaign, lead, n) for n, lead in enumerate(leads)])
+
+    stamped = rows(
+        settings.dsn,
+        "SELECT calling_at IS NOT NULL, count(*) FROM send_ledger WHERE campaign_id = %s "
+        "AND status = 'claimed' GROUP BY 1 ORDER BY 1",
+        campaign,
+    )
+    assert stamped == [(False, 1), (True, 4)]
