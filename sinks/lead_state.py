@@ -48,7 +48,7 @@ def _ts(ms: int) -> datetime:
 async def write_state_changes(
     conn: psycopg.AsyncConnection[tuple[object, ...]], changes: Sequence[StateChange]
 ) -> None:
-    """Upsert each lead's latest state and insert its transitions (one round trip each).
+    """Upsert each lead's latest state and insert its transitions (one statement each).
 
     A change whose ``before`` has the same version as its ``after`` is a
     *refresh*: it re-writes the lead's row (a mirror that fell behind the
@@ -74,60 +74,59 @@ async def write_state_changes(
                     ),
                 )
             latest[key] = merged
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            """
-            INSERT INTO leads (campaign_id, lead_id, state, touch, identity_key, tier, score,
-                               timezone, reason, version, updated_at)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (campaign_id, lead_id) DO UPDATE SET
-                state = EXCLUDED.state,
-                touch = EXCLUDED.touch,
-                identity_key = COALESCE(EXCLUDED.identity_key, leads.identity_key),
-                tier = COALESCE(EXCLUDED.tier, leads.tier),
-                score = COALESCE(EXCLUDED.score, leads.score),
-                timezone = COALESCE(EXCLUDED.timezone, leads.timezone),
-                reason = EXCLUDED.reason,
-                version = EXCLUDED.version,
-                updated_at = EXCLUDED.updated_at
-            WHERE leads.version <= EXCLUDED.version
-            """,
-            [
-                (
-                    c.after.campaign_id,
-                    c.after.lead_id,
-                    c.after.state.value,
-                    c.after.touch,
-                    c.facts.identity_key,
-                    c.facts.tier,
-                    c.facts.score,
-                    c.facts.timezone,
-                    c.after.reason,
-                    c.after.version,
-                    _ts(c.after.updated_at_ms),
-                )
-                for c in latest.values()
-            ],
-        )
-        await cur.executemany(
-            """
-            INSERT INTO lead_transitions (campaign_id, lead_id, version, from_state, to_state,
-                                          touch, reason, occurred_at)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT DO NOTHING
-            """,
-            [
-                (
-                    c.after.campaign_id,
-                    c.after.lead_id,
-                    c.after.version,
-                    None if c.before is None else c.before.state.value,
-                    c.after.state.value,
-                    c.after.touch,
-                    c.after.reason,
-                    _ts(c.after.updated_at_ms),
-                )
-                for c in changes
-                if c.before is None or c.before.version != c.after.version
-            ],
-        )
+    rows = list(latest.values())
+    await conn.execute(
+        """
+        INSERT INTO leads (campaign_id, lead_id, state, touch, identity_key, tier, score,
+                           timezone, reason, version, updated_at)
+        SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::text[],
+                             %s::text[], %s::float8[], %s::text[], %s::text[], %s::bigint[],
+                             %s::timestamptz[])
+        ON CONFLICT (campaign_id, lead_id) DO UPDATE SET
+            state = EXCLUDED.state,
+            touch = EXCLUDED.touch,
+            identity_key = COALESCE(EXCLUDED.identity_key, leads.identity_key),
+            tier = COALESCE(EXCLUDED.tier, leads.tier),
+            score = COALESCE(EXCLUDED.score, leads.score),
+            timezone = COALESCE(EXCLUDED.timezone, leads.timezone),
+            reason = EXCLUDED.reason,
+            version = EXCLUDED.version,
+            updated_at = EXCLUDED.updated_at
+        WHERE leads.version <= EXCLUDED.version
+        """,
+        (
+            [c.after.campaign_id for c in rows],
+            [c.after.lead_id for c in rows],
+            [c.after.state.value for c in rows],
+            [c.after.touch for c in rows],
+            [c.facts.identity_key for c in rows],
+            [c.facts.tier for c in rows],
+            [c.facts.score for c in rows],
+            [c.facts.timezone for c in rows],
+            [c.after.reason for c in rows],
+            [c.after.version for c in rows],
+            [_ts(c.after.updated_at_ms) for c in rows],
+        ),
+    )
+    moves = [c for c in changes if c.before is None or c.before.version != c.after.version]
+    if not moves:
+        return
+    await conn.execute(
+        """
+        INSERT INTO lead_transitions (campaign_id, lead_id, version, from_state, to_state,
+                                      touch, reason, occurred_at)
+        SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[],
+                             %s::int[], %s::text[], %s::timestamptz[])
+        ON CONFLICT DO NOTHING
+        """,
+        (
+            [c.after.campaign_id for c in moves],
+            [c.after.lead_id for c in moves],
+            [c.after.version for c in moves],
+            [None if c.before is None else c.before.state.value for c in moves],
+            [c.after.state.value for c in moves],
+            [c.after.touch for c in moves],
+            [c.after.reason for c in moves],
+            [_ts(c.after.updated_at_ms) for c in moves],
+        ),
+    )
