@@ -58,28 +58,25 @@ async def queue_touches(
     """Queue touches that are not queued yet."""
     if not touches:
         return
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            """
-            INSERT INTO pending_touches (campaign_id, lead_id, touch, kafka_partition, channel,
-                                         priority, due_at, payload)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (campaign_id, lead_id, touch) DO NOTHING
-            """,
-            [
-                (
-                    t.campaign_id,
-                    t.lead_id,
-                    t.touch,
-                    t.kafka_partition,
-                    t.channel,
-                    t.priority,
-                    t.due_at,
-                    t.payload,
-                )
-                for t in touches
-            ],
-        )
+    await conn.execute(
+        """
+        INSERT INTO pending_touches (campaign_id, lead_id, touch, kafka_partition, channel,
+                                     priority, due_at, payload)
+        SELECT * FROM unnest(%s::text[], %s::text[], %s::int[], %s::int[], %s::text[],
+                             %s::int[], %s::timestamptz[], %s::bytea[])
+        ON CONFLICT (campaign_id, lead_id, touch) DO NOTHING
+        """,
+        (
+            [t.campaign_id for t in touches],
+            [t.lead_id for t in touches],
+            [t.touch for t in touches],
+            [t.kafka_partition for t in touches],
+            [t.channel for t in touches],
+            [t.priority for t in touches],
+            [t.due_at for t in touches],
+            [t.payload for t in touches],
+        ),
+    )
 
 
 async def earlier_payloads(

@@ -232,29 +232,31 @@ async def record_outcomes(
     """Record provider outcomes on claimed rows."""
     if not outcomes:
         return
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            """
-            UPDATE send_ledger SET status = %s, provider = %s, provider_message_id = %s,
-                   cost_units = %s, attempts = %s, error = %s, completed_at = %s
-            WHERE campaign_id = %s AND lead_id = %s AND touch = %s AND status = 'claimed'
-            """,
-            [
-                (
-                    o.status,
-                    o.provider,
-                    o.provider_message_id,
-                    o.cost_units,
-                    o.attempts,
-                    o.error,
-                    at,
-                    o.campaign_id,
-                    o.lead_id,
-                    o.touch,
-                )
-                for o in outcomes
-            ],
-        )
+    await conn.execute(
+        """
+        UPDATE send_ledger s SET status = o.status, provider = o.provider,
+               provider_message_id = o.message_id, cost_units = o.cost_units,
+               attempts = o.attempts, error = o.error, completed_at = %s
+        FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[], %s::text[], %s::text[],
+                    %s::float8[], %s::int[], %s::text[])
+             AS o(campaign_id, lead_id, touch, status, provider, message_id, cost_units,
+                  attempts, error)
+        WHERE s.campaign_id = o.campaign_id AND s.lead_id = o.lead_id AND s.touch = o.touch
+          AND s.status = 'claimed'
+        """,
+        (
+            at,
+            [o.campaign_id for o in outcomes],
+            [o.lead_id for o in outcomes],
+            [o.touch for o in outcomes],
+            [o.status for o in outcomes],
+            [o.provider for o in outcomes],
+            [o.provider_message_id for o in outcomes],
+            [o.cost_units for o in outcomes],
+            [o.attempts for o in outcomes],
+            [o.error for o in outcomes],
+        ),
+    )
 
 
 async def accepted_counts(
