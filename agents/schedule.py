@@ -6,11 +6,13 @@
 - When a touch's outcome arrives on ``sent``, the next touch is queued, due
   its delay after the send (again window-adjusted), or the lead ends:
   ``completed`` if any touch was accepted, else ``failed``.
-- A timer releases due touches of this worker's partitions to ``touch-due``,
-  best priority first, at most what each channel's rate limit can take
+- A release loop moves due touches of this worker's partitions to
+  ``touch-due``, best priority first, at most what each channel's rate limit can take
   (so a throttled channel backs up in Postgres, not in the send stage, and
   never holds other channels up), nothing for a channel whose circuit is
-  open, nothing for paused campaigns.
+  open, nothing for paused campaigns. It runs right after a stage queues a
+  touch that is already due, every 0.2 s while touches are going out, and
+  otherwise sleeps until the next touch is due (at most a second).
 
 The queue is indexed by (partition, due time) over unreleased rows, so a
 tick reads only what is due however many touches are pending.
@@ -18,6 +20,8 @@ tick reads only what is due however many touches are pending.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -43,6 +47,7 @@ from sinks.schedule_store import (
     PendingTouch,
     earlier_payloads,
     mark_emitted,
+    next_due,
     queue_touches,
     release_due,
     requeue_unhandled_releases,
@@ -68,8 +73,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 CHANNELS = ("sms", "voice", "email")
 _UNLIMITED_PER_TICK = 2000
-#: Seconds between release ticks (the timer below).
+#: Seconds between release ticks while touches are going out.
 _TICK_S = 0.2
+#: Longest sleep of the release loop when nothing is due (a new touch due now
+#: wakes it at once; this bounds how late a missed wake-up can make one).
+_IDLE_S = 1.0
 
 
 def touch_priority(campaign: Campaign, tier: str, score: float) -> int:
@@ -134,6 +142,9 @@ class _Queueing:
 
         if changes or touches:
             await hold_until_done(action, "schedule: queue")
+        now = self.ctx.clock.now()
+        if _releaser is not None and any(t.due_at <= now for t in touches):
+            _releaser.wake.set()  # due already: release it now, not at the next tick
 
 
 class ScheduleStage(_Queueing, QuarantinesDeadLetters, Stage):
@@ -349,6 +360,37 @@ class Releaser:
         self._share: tuple[int, int] | None = None
         self.released = 0
         self.limits = CampaignLimits(ctx.settings.time_scale)
+        #: Set by the stages when they queue a touch that is due already.
+        self.wake = asyncio.Event()
+
+    async def run(self) -> None:
+        """Release due touches until cancelled (the worker's release task)."""
+        while True:
+            try:
+                released = await self.tick()
+                wait = _TICK_S if released else await self.idle_wait()
+            except Exception as exc:  # survive a bad tick (Postgres blip, rebalance)
+                log.warning("release: tick failed (%s); next tick retries", type(exc).__name__)
+                wait = _TICK_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=wait)
+            self.wake.clear()
+
+    async def idle_wait(self) -> float:
+        """Wall seconds to sleep after a tick that released nothing.
+
+        Until the next touch is due, at most ``_IDLE_S``; ``_TICK_S`` when a
+        touch is due but was held back (a rate limit, an open circuit, a
+        paused campaign), so it goes as soon as it may.
+        """
+        partitions = self._partitions()
+        if not partitions:
+            return _IDLE_S
+        async with self.db.transaction() as conn:
+            due = await next_due(conn, partitions=partitions)
+        if due is None:
+            return _IDLE_S
+        return min(_IDLE_S, max(_TICK_S, self.ctx.clock.wall_seconds_until(due)))
 
     def _partitions(self) -> list[int]:
         assigned = self.app.consumer.assignment()
@@ -562,17 +604,13 @@ async def sequence_agent(stream: Any) -> None:
     await runner_for(SequenceStage(ctx), ctx, "sent").run(stream)
 
 
-@app.timer(interval=_TICK_S, name="release-due-touches")  # type: ignore[untyped-decorator]
+@app.task  # type: ignore[untyped-decorator]
 async def release_due_touches() -> None:
-    """Release due touches (every 0.2 s of wall time)."""
+    """Release due touches for the worker's life (see :meth:`Releaser.run`)."""
     global _releaser
     ctx = await get_context(app, topology.lead_state_table)
-    if _releaser is None:
-        _releaser = Releaser(ctx, app)
-    try:
-        await _releaser.tick()
-    except Exception as exc:  # a timer must survive a bad tick (Postgres blip, rebalance)
-        log.warning("release: tick failed (%s); next tick retries", type(exc).__name__)
+    _releaser = Releaser(ctx, app)
+    await _releaser.run()
 
 
 def _register_sweeper() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 import psycopg
 
@@ -20,6 +21,7 @@ __all__ = [
     "PendingTouch",
     "earlier_payloads",
     "mark_emitted",
+    "next_due",
     "queue_touches",
     "release_due",
     "requeue",
@@ -131,6 +133,29 @@ async def release_due(
     )
     rows = await cur.fetchall()
     return [DueTouch(str(c), str(lead), int(str(t)), bytes(p)) for c, lead, t, p in rows]  # type: ignore[call-overload]
+
+
+async def next_due(
+    conn: psycopg.AsyncConnection[tuple[object, ...]], *, partitions: Sequence[int]
+) -> datetime | None:
+    """The earliest due time of an unreleased touch on ``partitions`` (None: none queued).
+
+    One index probe per partition (``(kafka_partition, due_at)`` over
+    unreleased rows), however many touches are pending.
+    """
+    if not partitions:
+        return None
+    cur = await conn.execute(
+        """
+        SELECT min(d.due_at) FROM unnest(%s::int[]) AS k(part),
+        LATERAL (SELECT due_at FROM pending_touches
+                 WHERE kafka_partition = k.part AND emitted_at IS NULL
+                 ORDER BY due_at LIMIT 1) d
+        """,
+        (list(partitions),),
+    )
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else cast(datetime, row[0])
 
 
 async def mark_emitted(

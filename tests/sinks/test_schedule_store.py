@@ -21,6 +21,7 @@ from sinks.schedule_store import (
     PendingTouch,
     earlier_payloads,
     mark_emitted,
+    next_due,
     queue_touches,
     release_due,
     requeue,
@@ -230,3 +231,24 @@ async def test_earlier_payloads_returns_the_queued_payloads_of_known_keys(
     assert found == {key(a): a.payload, key(b): b.payload}
     assert all(isinstance(v, bytes) for v in found.values())
     assert await earlier_payloads(conn, []) == {}
+
+
+async def test_next_due_is_the_earliest_unreleased_touch_of_the_partitions(dsn: str) -> None:
+    c = new_campaign(dsn)
+    p, q, other = new_partition(), new_partition(), new_partition()
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        released = touch(c, q, due_at=NOW + timedelta(minutes=5))
+        await queue_touches(
+            conn,
+            [
+                touch(c, p, due_at=NOW + timedelta(minutes=30)),
+                touch(c, q, due_at=NOW + timedelta(minutes=10)),
+                released,
+                touch(c, other, due_at=NOW + timedelta(minutes=1)),
+            ],
+        )
+        await mark_emitted(conn, [DueTouch(c, released.lead_id, 1, released.payload)], NOW)
+        await conn.commit()
+        assert await next_due(conn, partitions=[p, q]) == NOW + timedelta(minutes=10)
+        assert await next_due(conn, partitions=[new_partition()]) is None
+        assert await next_due(conn, partitions=[]) is None
