@@ -9,9 +9,8 @@ touch 1 counts (the first touch of the sequence).
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 from bench.records import WARMUP_PREFIX
 from bench.stats import latencies, summary_ms
 from streams.codec import AvroCodec
+from streams.topic_reader import read_records
 
 __all__ = [
     "STAGES",
@@ -27,7 +27,6 @@ __all__ = [
     "Timeline",
     "end_offsets",
     "read_timeline",
-    "read_timestamps",
 ]
 
 #: Topics of a lead's path to its first touch, in order.
@@ -66,30 +65,6 @@ def end_offsets(bootstrap: str, topic: str, consumer: Consumer | None = None) ->
     finally:
         if own:
             c.close()
-
-
-def read_timestamps(
-    bootstrap: str, topic: str, timeout_s: float = 60.0
-) -> Iterator[tuple[bytes, bytes, int]]:
-    """(key, value, create time ms) of every record now on ``topic``."""
-    consumer = _consumer(bootstrap)
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        parts = [TopicPartition(topic, p, 0) for p in meta.partitions]
-        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
-        consumer.assign(parts)
-        remaining = {p for p, end in ends.items() if end > 0}
-        deadline = time.monotonic() + timeout_s
-        while remaining and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 0.5):
-                if msg.error():
-                    continue
-                partition, offset = msg.partition() or 0, msg.offset() or 0
-                yield msg.key() or b"", msg.value() or b"", msg.timestamp()[1]
-                if offset + 1 >= ends[partition]:
-                    remaining.discard(partition)
-    finally:
-        consumer.close()
 
 
 @dataclass
@@ -152,7 +127,8 @@ def read_timeline(
         codec = AvroCodec(_SCHEMAS[base]) if base in _SCHEMAS else None
         first: dict[str, dict[str, int]] = {name: {} for name in prefixes}
         sizes: dict[str, list[int]] = {name: [0, 0] for name in prefixes}
-        for key, value, ts in read_timestamps(bootstrap, topic_name(base)):
+        for record in read_records(bootstrap, topic_name(base), timeout_s=60.0):
+            key, value, ts = record.key or b"", record.value or b"", record.timestamp_ms
             lead = key.decode("utf-8", "replace")
             if lead.startswith(WARMUP_PREFIX):
                 continue

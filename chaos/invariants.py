@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-
-from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from streams.errors import KafkaUnavailableError
 from streams.invariants import Check, check_campaign, read_state_changelog
 from streams.lag import PartitionLag, stage_lag
 from streams.settings import Settings
+from streams.topic_reader import read_records
 
 __all__ = ["INVARIANTS", "check_all", "check_lag", "check_table_partitions"]
 
@@ -109,36 +107,13 @@ def check_table_partitions(settings: Settings, campaign_id: str, timeout_s: floa
     topic = settings.topic_name("leadflow-lead-state-changelog")
     prefix = f"{campaign_id}\x1f".encode()
     seen: dict[bytes, set[int]] = {}
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": f"chaos-spread-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-        }
-    )
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None:
-            return Check("I5p", False, -1, f"cannot read {topic}")
-        parts = [TopicPartition(topic, p, 0) for p in meta.partitions]
-        try:
-            ends = _end_offsets(consumer, parts)
-        except KafkaException as exc:
-            return Check("I5p", False, -1, f"cannot read the end offsets of {topic}: {exc}")
-        consumer.assign(parts)
-        remaining = {p for p, end in ends.items() if end > 0}
-        deadline = time.monotonic() + timeout_s
-        while remaining and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            key, partition = msg.key() or b"", msg.partition() or 0
+        for record in read_records(settings.bootstrap_servers, topic, timeout_s):
+            key = record.key or b""
             if key.startswith(prefix):
-                seen.setdefault(key, set()).add(partition)
-            if (msg.offset() or 0) + 1 >= ends[partition]:
-                remaining.discard(partition)
-    finally:
-        consumer.close()
+                seen.setdefault(key, set()).add(record.partition)
+    except KafkaUnavailableError as exc:
+        return Check("I5p", False, -1, f"cannot read {topic}: {exc}")
     split = sorted(
         k[len(prefix) :].decode(errors="replace") for k, ps in seen.items() if len(ps) > 1
     )
@@ -149,15 +124,3 @@ def check_table_partitions(settings: Settings, campaign_id: str, timeout_s: floa
         f"leads whose table record is on more than one changelog partition, of {len(seen)}"
         + (f": {', '.join(split[:4])}" if split else ""),
     )
-
-
-def _end_offsets(consumer: Consumer, parts: list[TopicPartition]) -> dict[int, int]:
-    """End offset of each partition, retrying while leaders are being elected."""
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            return {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
-        except KafkaException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
