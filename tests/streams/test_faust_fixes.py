@@ -209,3 +209,46 @@ def test_a_fresh_partition_commits_only_up_to_the_first_offset_set_aside() -> No
     assert state._acked[state.tp] == [3, 4]
     faust_fixes.forget_partitions([state.tp])  # revoked: the next owner starts at 2
     assert state.tp not in faust_fixes._held
+
+
+def test_no_commit_while_the_offset_after_the_last_commit_was_never_handled() -> None:
+    faust_fixes.install()
+    assert faust_fixes._new_offset_below_held(CommitState(10, [11, 12]), TP("sent", 5)) is None
+    assert faust_fixes._new_offset_below_held(CommitState(0, [1, 2]), TP("sent", 5)) is None
+    assert faust_fixes._new_offset_below_held(CommitState(10, [10, 11, 13]), TP("sent", 5)) == 12
+
+
+async def test_a_record_fetched_below_the_read_offset_is_delivered_not_dropped(
+    monkeypatch: Any,
+) -> None:
+    """Faust's fetch loop drops a record below the partition's read offset;
+    the read offset is put back so the record reaches its stage."""
+    tp = TP("enriched", 2)
+    fetched = [StubMessage(offset=o, tp=tp) for o in (5, 6)]
+
+    async def original(self: Any, timeout: float) -> Any:
+        for message in fetched:
+            yield message.tp, message
+
+    class Fetching:
+        def __init__(self) -> None:
+            self._read_offset: dict[TP, int | None] = {tp: 900}  # from the last assignment
+
+    monkeypatch.setattr(faust_fixes, "_original_getmany", original)
+    consumer = Fetching()
+    seen = []
+    async for got_tp, message in faust_fixes._getmany_delivering_rereads(consumer, 1.0):
+        # what the fetch loop then does: drop below the read offset, else deliver
+        last = consumer._read_offset.get(got_tp)
+        assert last is None or message.offset >= last
+        seen.append(message.offset)
+        consumer._read_offset[got_tp] = message.offset
+    assert seen == [5, 6]
+
+
+async def test_offsets_the_fetch_skipped_are_never_counted_as_handled() -> None:
+    state = CommitState(10, [10, 11])
+    await faust_fixes._gap_not_filled(state, state.tp, 12, 20)
+    state._acked[state.tp] += [21, 22]
+    assert not state._gap[state.tp]
+    assert faust_fixes._new_offset_below_held(state, state.tp) == 12  # stops at the skip
