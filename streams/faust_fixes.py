@@ -54,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -61,7 +62,16 @@ from faust.events import Event
 from faust.transport.consumer import Consumer
 from faust.worker import Worker
 
-__all__ = ["ack_processed", "install", "installed", "redeliver_set_aside", "set_aside"]
+from streams.lag import group_lag
+
+__all__ = [
+    "ack_processed",
+    "install",
+    "installed",
+    "learn_start_offsets",
+    "redeliver_set_aside",
+    "set_aside",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +86,7 @@ _original_spinner_handler = Worker._setup_spinner_handler
 _processed: contextvars.ContextVar[bool] = contextvars.ContextVar("processed", default=False)
 #: Per partition, the lowest offset set aside unprocessed and not yet redelivered.
 _set_aside: dict[Any, int] = {}
-_redeliveries: set[asyncio.Future[int]] = set()
+_redeliveries: set[asyncio.Future[Any]] = set()
 #: Per partition, every offset set aside and not handled since: never committed over.
 _held: dict[Any, set[int]] = {}
 
@@ -140,14 +150,23 @@ async def redeliver_set_aside(app: Any) -> int:
 def _new_offset_below_held(self: Any, tp: Any) -> int | None:
     """Faust's next commit offset for ``tp``, never past an offset not handled.
 
-    Two guards around Faust's own computation: no commit while the next offset
-    to commit (the committed one) has not been acked (Faust lets one such
-    offset through), and none at or past an offset set aside.
+    Guards around Faust's own computation: no commit while the first offset
+    this worker must handle on the partition (the committed one; on a
+    partition never committed, the group's position when it was assigned,
+    see :func:`learn_start_offsets`) has not been acked (Faust lets one such
+    offset through, and any number on a partition never committed), and none
+    at or past an offset set aside. A partition whose head was skipped is
+    sought back to it, so the skipped records are delivered.
     """
     acked = self._acked[tp]
-    committed = self._committed_offset.get(tp)
-    if acked and committed is not None and min(acked) > committed:
-        return None  # the offset right after the last commit was never handled
+    if acked:
+        committed = self._committed_offset.get(tp)
+        start = committed if committed is not None else _start.get(tp)
+        if start is None:
+            return None  # where this partition starts is not known yet: commit later
+        if min(acked) > start:
+            _seek_back(self, tp, start, min(acked))
+            return None
     held = _held.get(tp)
     if not held:
         return _original_new_offset(self, tp)
@@ -162,6 +181,60 @@ def _new_offset_below_held(self: Any, tp: Any) -> int | None:
     if offset is not None and offset > lowest:
         return lowest  # a gap Faust filled ran past the held offset: stop right before it
     return offset
+
+
+#: Per partition, the offset this worker's handling must start from (see
+#: :func:`learn_start_offsets`), for partitions Faust has no commit for.
+_start: dict[Any, int] = {}
+#: Per partition, when it was last sought back to its unhandled head.
+_sought_back: dict[Any, float] = {}
+_SEEK_BACK_EVERY_S = 10.0
+
+
+def _seek_back(consumer: Any, tp: Any, start: int, first_acked: int) -> None:
+    """Seek ``tp`` back to ``start`` (at most every few seconds): its head was skipped."""
+    now = time.monotonic()
+    if now - _sought_back.get(tp, float("-inf")) < _SEEK_BACK_EVERY_S:
+        return
+    _sought_back[tp] = now
+    log.warning(
+        "%s[%d]: offsets %d-%d were never handled (first acked %d); seeking back to %d",
+        tp.topic,
+        tp.partition,
+        start,
+        first_acked - 1,
+        first_acked,
+        start,
+    )
+    task = asyncio.get_running_loop().create_task(consumer.seek(tp, start))
+    _redeliveries.add(task)
+    task.add_done_callback(_redeliveries.discard)
+
+
+async def learn_start_offsets(app: Any, assigned: Any) -> int:
+    """Record where handling must start on each assigned partition; return how many.
+
+    That is the group's committed offset, or the log start on a partition
+    the group never committed. Faust learns committed offsets itself, but
+    on a partition never committed it has nothing to check its first commit
+    against, and after a rebalance its consumer has been seen starting such
+    a partition at its end, skipping every record already there.
+    """
+    topics = sorted({tp.topic for tp in assigned if app.topics.acks_enabled_for(tp.topic)})
+    if not topics:
+        return 0
+    bootstrap = ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
+    # The lag module's clients, not Faust's consumer: a broker call through
+    # its thread would hold up fetches and commits.
+    rows = await asyncio.to_thread(group_lag, bootstrap, app.conf.id, topics)
+    wanted = {(tp.topic, tp.partition): tp for tp in assigned}
+    learned = 0
+    for row in rows:
+        tp = wanted.get((row.topic, row.partition))
+        if tp is not None:
+            _start[tp] = row.start if row.committed is None else max(row.committed, row.start)
+            learned += 1
+    return learned
 
 
 async def _getmany_delivering_rereads(self: Any, timeout: float) -> AsyncIterator[Any]:
@@ -216,6 +289,8 @@ def forget_partitions(tps: Any) -> None:
     for tp in tps:
         _held.pop(tp, None)
         _set_aside.pop(tp, None)
+        _start.pop(tp, None)
+        _sought_back.pop(tp, None)
 
 
 async def ack_processed(stream: Any, event: Any) -> bool:
@@ -232,12 +307,27 @@ def _spinner_on_terminals_only(self: Any, logger: logging.Logger, level: int) ->
         _original_spinner_handler(self, logger, level)
 
 
+async def _learn_with_retries(app: Any, assigned: Any) -> None:
+    """:func:`learn_start_offsets`, retried while the broker does not answer
+    (until then, partitions the group never committed are not committed)."""
+    for attempt in range(10):
+        try:
+            await learn_start_offsets(app, assigned)
+            return
+        except Exception as exc:
+            log.warning("reading where partitions start failed (%s); retrying", type(exc).__name__)
+            await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
+
+
 def _redeliver_after_rebalances(app: Any) -> None:
-    async def redeliver(sender: Any, *args: Any, **kwargs: Any) -> None:
+    async def redeliver(sender: Any, assigned: Any = (), *args: Any, **kwargs: Any) -> None:
         try:
             await redeliver_set_aside(app)
         except Exception as exc:  # never crash the rebalance; the watchdog re-seeks stalls
             log.warning("redelivery after the rebalance failed (%s)", type(exc).__name__)
+        task = asyncio.ensure_future(_learn_with_retries(app, assigned))  # not in the rebalance
+        _redeliveries.add(task)
+        task.add_done_callback(_redeliveries.discard)
 
     async def forget(sender: Any, revoked: Any = (), *args: Any, **kwargs: Any) -> None:
         forget_partitions(revoked)

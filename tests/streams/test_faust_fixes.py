@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+import yarl
 from faust.events import Event
 
 from streams import faust_fixes
@@ -171,6 +174,22 @@ class CommitState:
         self._acked_index: dict[Any, set[int]] = defaultdict(set)
         self._acked_index[self.tp] = set(acked)
         self._gap: dict[Any, Any] = defaultdict(IntervalTree)
+        self.sought: list[tuple[Any, int]] = []
+
+    async def seek(self, tp: Any, offset: int) -> None:
+        self.sought.append((tp, offset))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fix_state() -> None:
+    """What the fixes remember per partition starts empty in every test."""
+    for remembered in (
+        faust_fixes._held,
+        faust_fixes._set_aside,
+        faust_fixes._start,
+        faust_fixes._sought_back,
+    ):
+        remembered.clear()
 
 
 def hold(tp: TP, *offsets: int) -> None:
@@ -203,6 +222,7 @@ async def test_no_commit_at_or_past_an_offset_set_aside_until_it_is_handled() ->
 def test_a_fresh_partition_commits_only_up_to_the_first_offset_set_aside() -> None:
     faust_fixes.install()
     state = CommitState(committed=None, acked=[0, 1, 3, 4])
+    faust_fixes._start[state.tp] = 0  # learned at assignment: the log start
     hold(state.tp, 2)
     assert faust_fixes._original_new_offset(CommitState(None, [2, 3]), state.tp) == 4  # Faust
     assert faust_fixes._new_offset_below_held(state, state.tp) == 2
@@ -211,7 +231,7 @@ def test_a_fresh_partition_commits_only_up_to_the_first_offset_set_aside() -> No
     assert state.tp not in faust_fixes._held
 
 
-def test_no_commit_while_the_offset_after_the_last_commit_was_never_handled() -> None:
+async def test_no_commit_while_the_offset_after_the_last_commit_was_never_handled() -> None:
     faust_fixes.install()
     assert faust_fixes._new_offset_below_held(CommitState(10, [11, 12]), TP("sent", 5)) is None
     assert faust_fixes._new_offset_below_held(CommitState(0, [1, 2]), TP("sent", 5)) is None
@@ -252,3 +272,58 @@ async def test_offsets_the_fetch_skipped_are_never_counted_as_handled() -> None:
     state._acked[state.tp] += [21, 22]
     assert not state._gap[state.tp]
     assert faust_fixes._new_offset_below_held(state, state.tp) == 12  # stops at the skip
+
+
+async def test_a_never_committed_partition_commits_only_from_where_it_starts() -> None:
+    """After a rebalance Faust's consumer was seen starting a partition the
+    group never committed at its end: records already there were skipped."""
+    faust_fixes.install()
+    state = CommitState(committed=None, acked=[525, 526])
+    assert faust_fixes._new_offset_below_held(state, state.tp) is None  # start not known yet
+    faust_fixes._start[state.tp] = 0
+    assert faust_fixes._new_offset_below_held(state, state.tp) is None
+    await asyncio.sleep(0)
+    assert state.sought == [(state.tp, 0)]  # the skipped head is fetched again
+    assert faust_fixes._new_offset_below_held(state, state.tp) is None
+    await asyncio.sleep(0)
+    assert state.sought == [(state.tp, 0)]  # not again at every commit
+    state._acked[state.tp] = list(range(527))  # delivered again and handled
+    assert faust_fixes._new_offset_below_held(state, state.tp) == 527
+
+
+async def test_the_start_of_each_assigned_partition_is_learned_from_the_group(
+    settings: Any,
+) -> None:
+    """The committed offset where the group has one, else the log start."""
+    from confluent_kafka import Consumer as KafkaConsumer
+    from confluent_kafka import Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = settings.topic_name(f"start-{uuid.uuid4().hex[:6]}")
+    group = settings.topic_name(f"start-{uuid.uuid4().hex[:6]}")
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result()
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
+    for i in range(6):
+        producer.produce(topic, value=b"x", partition=i % 2)
+    assert producer.flush(10) == 0
+    committer = KafkaConsumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": group})
+    committer.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
+    committer.close()
+
+    class Topics:
+        def acks_enabled_for(self, name: str) -> bool:
+            return True
+
+    class Conf:
+        id = group
+        broker = (yarl.URL(f"kafka://{settings.bootstrap_servers}"),)
+
+    class App:
+        topics = Topics()
+        conf = Conf()
+
+    assigned = {TP(topic, 0), TP(topic, 1)}
+    assert await faust_fixes.learn_start_offsets(App(), assigned) == 2
+    assert faust_fixes._start[TP(topic, 0)] == 2  # committed
+    assert faust_fixes._start[TP(topic, 1)] == 0  # never committed: the log start
