@@ -167,14 +167,22 @@ def _new_offset_below_held(self: Any, tp: Any) -> int | None:
         if min(acked) > start:
             _seek_back(self, tp, start, min(acked))
             return None
+    offset = _below_held(self, tp, acked)
+    if offset is not None:
+        _start[tp] = offset  # handled up to here: where handling resumes after a revoke
+    return offset
+
+
+def _below_held(consumer: Any, tp: Any, acked: list[int]) -> int | None:
+    """Faust's commit offset for ``tp``, kept below any offset set aside."""
     held = _held.get(tp)
     if not held:
-        return _original_new_offset(self, tp)
+        return _original_new_offset(consumer, tp)
     lowest = min(held)
     above = [offset for offset in acked if offset >= lowest]
     acked[:] = [offset for offset in acked if offset < lowest]
     try:
-        offset = _original_new_offset(self, tp)
+        offset = _original_new_offset(consumer, tp)
     finally:
         acked.extend(above)
         acked.sort()
@@ -196,6 +204,8 @@ def _seek_back(consumer: Any, tp: Any, start: int, first_acked: int) -> None:
     now = time.monotonic()
     if now - _sought_back.get(tp, float("-inf")) < _SEEK_BACK_EVERY_S:
         return
+    if tp not in consumer.assignment():
+        return  # revoked meanwhile: its next owner starts from the committed offset
     _sought_back[tp] = now
     log.warning(
         "%s[%d]: offsets %d-%d were never handled (first acked %d); seeking back to %d",
@@ -232,7 +242,8 @@ async def learn_start_offsets(app: Any, assigned: Any) -> int:
     for row in rows:
         tp = wanted.get((row.topic, row.partition))
         if tp is not None:
-            _start[tp] = row.start if row.committed is None else max(row.committed, row.start)
+            start = row.start if row.committed is None else max(row.committed, row.start)
+            _start[tp] = max(start, _start.get(tp, start))  # a commit since may be later
             learned += 1
     return learned
 

@@ -179,6 +179,9 @@ class CommitState:
     async def seek(self, tp: Any, offset: int) -> None:
         self.sought.append((tp, offset))
 
+    def assignment(self) -> set[Any]:
+        return {self.tp}
+
 
 @pytest.fixture(autouse=True)
 def _fresh_fix_state() -> None:
@@ -327,3 +330,17 @@ async def test_the_start_of_each_assigned_partition_is_learned_from_the_group(
     assert await faust_fixes.learn_start_offsets(App(), assigned) == 2
     assert faust_fixes._start[TP(topic, 0)] == 2  # committed
     assert faust_fixes._start[TP(topic, 1)] == 0  # never committed: the log start
+
+
+async def test_after_a_commit_a_revoke_does_not_make_later_acks_look_like_a_skipped_head() -> None:
+    """Faust forgets its committed offset when the partition is revoked; acks of
+    the batch in flight still arrive. They follow the last commit: no seek."""
+    faust_fixes.install()
+    state = CommitState(committed=None, acked=[0, 1, 2])
+    faust_fixes._start[state.tp] = 0
+    assert faust_fixes._new_offset_below_held(state, state.tp) == 3
+    state._committed_offset[state.tp] = None  # revoked: Faust drops what it committed
+    state._acked[state.tp] = [3, 4]
+    assert faust_fixes._new_offset_below_held(state, state.tp) == 5
+    await asyncio.sleep(0)
+    assert state.sought == []
