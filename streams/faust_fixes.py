@@ -319,15 +319,20 @@ def _spinner_on_terminals_only(self: Any, logger: logging.Logger, level: int) ->
 
 
 async def _learn_with_retries(app: Any, assigned: Any) -> None:
-    """:func:`learn_start_offsets`, retried while the broker does not answer
-    (until then, partitions the group never committed are not committed)."""
-    for attempt in range(10):
+    """:func:`learn_start_offsets`, retried while the broker does not answer and
+    the partitions are still ours (until then, partitions the group never
+    committed are not committed)."""
+    attempt = 0
+    while True:
         try:
             await learn_start_offsets(app, assigned)
             return
         except Exception as exc:
             log.warning("reading where partitions start failed (%s); retrying", type(exc).__name__)
-            await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
+        await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
+        attempt += 1
+        if not set(assigned) & set(app.consumer.assignment()):
+            return  # revoked meanwhile: the next assignment learns afresh
 
 
 def _redeliver_after_rebalances(app: Any) -> None:
