@@ -121,13 +121,14 @@ def _explain(
             (campaign_id,),
         ).fetchall()
     log = (run.workdir / "worker0.log").read_text(errors="replace").splitlines()
-    warned = [line[:300] for line in log if "WARNING" in line or "ERROR" in line][-40:]
+    signs = ("WARNING", "ERROR", "rebalanc", "ecover", "assigned", "revoked")
+    warned = [line[:300] for line in log if any(s in line for s in signs)][-60:]
     return "\n".join(
         [
             f"extra records per partition: {extra}",
             f"lead states: {dict(run.states(campaign_id))}",
             f"ledger (touch, status, count): {ledger}",
-            "worker warnings:",
+            "worker warnings, rebalances and recoveries:",
             *warned,
         ]
     )
@@ -161,7 +162,8 @@ async def test_replays_of_a_finished_campaign_send_nothing_again(
     campaign = _short_campaign()
     CampaignStore(dsn).create(campaign)
     ensure_topics(settings)  # with the state changelog, before the worker's first start
-    run = LocalRun(settings, tmp_path, {**env, **RATES}, time_scale=20000)
+    # Worker log at info: rebalances and table recoveries are in it, for _explain.
+    run = LocalRun(settings, tmp_path, {**env, **RATES}, time_scale=20000, worker_log_level="info")
     group = worker_group(settings)
     names = [settings.topic_name(t) for t in TOPICS]
     try:
