@@ -109,10 +109,11 @@ def _explain(
     dsn: str,
     campaign_id: str,
     ends: dict[tuple[str, int], int],
-    grown: dict[tuple[str, int], int],
+    grown: dict[tuple[str, int], int] | None = None,
 ) -> str:
     """What a failed record count needs to be understood: where the extra
     records are, the leads' states, the ledger, and what the worker warned."""
+    grown = grown or {k: 2 * v for k, v in ends.items()}
     extra = {k: v - 2 * ends.get(k, 0) for k, v in grown.items() if v != 2 * ends.get(k, 0)}
     with psycopg.connect(dsn) as conn:
         ledger = conn.execute(
