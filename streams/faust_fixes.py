@@ -42,6 +42,12 @@ transactional topics). The wrapped ``getmany`` puts the read offset back so
 such a record is delivered (stages are idempotent), and the wrapped
 ``_add_gap`` only logs, so a skip stops commits instead of passing them.
 
+Last, Faust's in-memory table store **replays the changelog into the live
+table** after a rebalance, for the partitions the worker keeps: a record
+older than what a stage wrote meanwhile (its own record not in the topic
+yet) put the lead's state a step back. The wrapped ``apply_changelog_batch``
+skips a record whose ``version`` is below the live value's.
+
 2. **DEBUG logging at ``-l warn``.** Faust's worker adds its terminal spinner's
 log handler whenever the level is WARN or above and sets the root logger to
 DEBUG for it, even when stdout is a file. Every aiokafka and Faust debug call
@@ -55,10 +61,11 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from faust.events import Event
+from faust.stores.memory import Store as MemoryStore
 from faust.transport.consumer import Consumer
 from faust.worker import Worker
 
@@ -79,6 +86,7 @@ _original_ack = Event.ack
 _original_new_offset = Consumer._new_offset
 _original_getmany = Consumer.getmany
 _original_add_gap = Consumer._add_gap
+_original_apply_changelog = MemoryStore.apply_changelog_batch
 _original_spinner_handler = Worker._setup_spinner_handler
 
 
@@ -295,6 +303,41 @@ async def _gap_not_filled(self: Any, tp: Any, offset_from: int, offset_to: int) 
     )
 
 
+def _version(value: Any) -> int | None:
+    """The ``version`` field of a table value, when it has one."""
+    if isinstance(value, Mapping):
+        found = value.get("version")
+        if isinstance(found, int):
+            return found
+    return None
+
+
+def _apply_changelog_without_regressing(
+    self: Any, batch: Iterable[Any], to_key: Any, to_value: Any
+) -> None:
+    """Faust's in-memory changelog replay, except that a record never replaces a
+    newer value already in the table (judged by their ``version`` fields).
+
+    After a rebalance Faust replays a table's changelog into the live table
+    for the partitions the worker keeps. A stage that wrote a key while the
+    replay ran, or whose changelog record was not in the topic yet, had its
+    newer value overwritten by an older record: the table went back a step
+    while Postgres kept the newer state.
+    """
+    kept = []
+    for event in batch:
+        if event.message.value is not None:
+            key = to_key(event.key)
+            live = _version(self.data.get(key))
+            if live is not None:
+                replayed = _version(to_value(event.value))
+                if replayed is not None and replayed < live:
+                    self._key_partition[key] = event.message.partition
+                    continue
+        kept.append(event)
+    _original_apply_changelog(self, kept, to_key, to_value)
+
+
 def forget_partitions(tps: Any) -> None:
     """Forget what was held back on partitions this worker no longer owns."""
     for tp in tps:
@@ -359,6 +402,7 @@ def install(app: Any = None) -> None:
         Consumer._new_offset = _new_offset_below_held  # type: ignore[method-assign]
         Consumer.getmany = _getmany_delivering_rereads  # type: ignore[method-assign]
         Consumer._add_gap = _gap_not_filled  # type: ignore[method-assign]
+        MemoryStore.apply_changelog_batch = _apply_changelog_without_regressing  # type: ignore[method-assign]
         log.debug("faust fix installed: no acks while flow control is suspended")
     Worker._setup_spinner_handler = _spinner_on_terminals_only  # type: ignore[method-assign]
     if app is not None and not getattr(app, "_leadflow_redeliver", False):
@@ -375,4 +419,5 @@ def installed() -> bool:
         and Consumer._new_offset is _new_offset_below_held
         and Consumer.getmany is _getmany_delivering_rereads
         and Consumer._add_gap is _gap_not_filled
+        and MemoryStore.apply_changelog_batch is _apply_changelog_without_regressing
     )
