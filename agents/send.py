@@ -281,6 +281,15 @@ class SendStage(QuarantinesDeadLetters, Stage):
         if claim.blocked == "channel_blocked":
             result.outputs.append(self._sent(rec, "skipped", now, error="channel_blocked"))
             return []
+        if claim.blocked == "lead_moved_on":
+            # Postgres has the lead ended or past this touch while the state
+            # table does not (rebuilt behind it after a crash): never send.
+            log.info(
+                "send: touch %d of %s skipped: lead moved on (Postgres)",
+                claim.request.touch,
+                item.lead_id,
+            )
+            return []
         # An earlier claim exists: re-emit what it recorded, never call again.
         if claim.status in ("claimed", "ambiguous"):
             result.outputs.append(self._sent(rec, "ambiguous", now, error="outcome_unknown"))

@@ -20,6 +20,8 @@ from datetime import datetime
 
 import psycopg
 
+from streams.state_machine import TERMINAL
+
 __all__ = [
     "Claim",
     "ClaimRequest",
@@ -54,7 +56,10 @@ class Claim:
     before its call) and may call the provider once :func:`mark_calling`
     stamped it.
     Otherwise ``blocked`` says why nothing may be sent (``opted_out``,
-    ``campaign_<status>``, ``channel_blocked``; ``duplicate`` for a second copy
+    ``campaign_<status>``, ``channel_blocked``; ``lead_moved_on`` when the lead's
+    row in Postgres has ended or is past this touch, whatever the worker's state
+    table says (a table rebuilt behind the mirror after a crash must not send
+    again); ``duplicate`` for a second copy
     of the same send in one batch; ``contended`` when a concurrent release
     removed the row, so try later), or ``status`` is the outcome an earlier
     claim already recorded.
@@ -85,6 +90,10 @@ class Outcome:
     error: str | None
 
 
+#: Lead states after which no touch is sent (the Postgres mirror's view).
+_ENDED = sorted(state.value for state in TERMINAL)
+
+
 async def claim_sends(
     conn: psycopg.AsyncConnection[tuple[object, ...]], requests: Sequence[ClaimRequest]
 ) -> list[Claim]:
@@ -102,23 +111,32 @@ async def claim_sends(
                EXISTS (SELECT 1 FROM opt_outs o WHERE o.identity_key = k.identity_key),
                c.status,
                EXISTS (SELECT 1 FROM channel_blocks b WHERE b.campaign_id = k.campaign_id
-                       AND b.lead_id = k.lead_id AND b.channel = k.channel)
+                       AND b.lead_id = k.lead_id AND b.channel = k.channel),
+               l.state = ANY(%s::text[])
+                 OR (l.state IN ('in_sequence', 'reconcile') AND l.touch > k.touch)
+                 OR (l.state = 'reconcile' AND l.touch = k.touch)
         FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[], %s::text[])
              AS k(campaign_id, lead_id, touch, identity_key, channel)
         LEFT JOIN campaigns c ON c.campaign_id = k.campaign_id
+        LEFT JOIN leads l ON l.campaign_id = k.campaign_id AND l.lead_id = k.lead_id
         """,
-        (*keys, [r.identity_key for r in requests], [r.channel for r in requests]),
+        (
+            _ENDED,
+            *keys,
+            [r.identity_key for r in requests],
+            [r.channel for r in requests],
+        ),
     )
     checks = {
-        (str(c), str(lead), int(str(t))): (bool(o), s, bool(b))
-        for c, lead, t, o, s, b in await cur.fetchall()
+        (str(c), str(lead), int(str(t))): (bool(o), s, bool(b), bool(moved))
+        for c, lead, t, o, s, b, moved in await cur.fetchall()
     }
     allowed: list[ClaimRequest] = []
     answers: dict[int, Claim] = {}  # by position in ``requests``
     seen: set[tuple[str, str, int]] = set()
     for pos, r in enumerate(requests):
         key = (r.campaign_id, r.lead_id, r.touch)
-        opted, status, blocked = checks[key]
+        opted, status, blocked, moved_on = checks[key]
         if key in seen:  # the same send twice in one batch: only the first may win
             answers[pos] = Claim(r, False, blocked="duplicate")
             continue
@@ -129,6 +147,8 @@ async def claim_sends(
             answers[pos] = Claim(r, False, blocked=f"campaign_{status or 'missing'}")
         elif blocked:
             answers[pos] = Claim(r, False, blocked="channel_blocked")
+        elif moved_on:
+            answers[pos] = Claim(r, False, blocked="lead_moved_on")
         else:
             allowed.append(r)
     positions = {

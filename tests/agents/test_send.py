@@ -222,3 +222,26 @@ async def test_a_crash_mid_batch_leaves_only_its_wave_of_calls_in_doubt(
         campaign,
     )
     assert stamped == [(False, 1), (True, 4)]
+
+
+async def test_a_table_behind_postgres_never_sends_to_a_lead_that_replied(
+    stage: tuple[SendStage, FakeTable, str], settings: Settings
+) -> None:
+    """The table (rebuilt from a changelog that lost a record) says touch 1 is
+    due; Postgres knows the lead replied. Nothing is sent."""
+    send, table, campaign = stage
+    table.put(lead_state(campaign, "l0", State.IN_SEQUENCE, touch=1))
+    with psycopg.connect(settings.dsn) as conn:
+        conn.execute(
+            "INSERT INTO leads (campaign_id, lead_id, state, touch, version) "
+            "VALUES (%s, 'l0', 'replied', 1, 6)",
+            (campaign,),
+        )
+    runner = StageRunner(
+        send, producer=send.ctx.producer, input_topic="touch-due", dead_letter_topic="dlq"
+    )
+    await runner.process([touch_due(campaign, "l0", 0)])
+
+    sms: Any = send.ctx.providers.sms
+    assert sms.messages == []
+    assert rows(settings.dsn, "SELECT 1 FROM send_ledger WHERE campaign_id = %s", campaign) == []

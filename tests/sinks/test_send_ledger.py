@@ -421,3 +421,31 @@ async def test_concurrent_claims_of_one_key_have_exactly_one_winner(
             "SELECT count(*) FROM send_ledger WHERE campaign_id = %s", (r.campaign_id,)
         )
         assert await cur.fetchone() == (1,)
+
+
+@pytest.mark.parametrize(
+    ("state", "at", "moved_on"),
+    [
+        ("in_sequence", 2, False),  # at this touch: may send
+        ("in_sequence", 3, True),  # past it
+        ("reconcile", 2, True),  # its outcome is in doubt: an operator decides
+        ("replied", 2, True),  # ended
+        ("opted_out", 1, True),
+        (None, 0, False),  # no row yet: the state table decides
+    ],
+)
+async def test_no_claim_for_a_lead_postgres_has_ended_or_past_the_touch(
+    dsn: str, conn: Conn, state: str | None, at: int, moved_on: bool
+) -> None:
+    """A state table rebuilt behind the Postgres mirror after a crash must not
+    send to a lead that replied or moved on."""
+    r = request(new_campaign(dsn), touch=2)
+    if state is not None:
+        await conn.execute(
+            "INSERT INTO leads (campaign_id, lead_id, state, touch, version) "
+            "VALUES (%s, %s, %s, %s, 7)",
+            (r.campaign_id, r.lead_id, state, at),
+        )
+    [c] = await claim(conn, [r])
+    assert (c.won, c.blocked) == ((False, "lead_moved_on") if moved_on else (True, None))
+    assert (await ledger_row(conn, r) is None) is moved_on
