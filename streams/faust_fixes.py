@@ -61,7 +61,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
 from typing import Any
 
 from faust.events import Event
@@ -99,6 +99,13 @@ _redeliveries: set[asyncio.Future[Any]] = set()
 _held: dict[Any, set[int]] = {}
 
 
+def _in_background(work: Coroutine[Any, Any, Any]) -> None:
+    """Run ``work`` as a task of the running loop, kept referenced until it ends."""
+    task = asyncio.get_running_loop().create_task(work)
+    _redeliveries.add(task)
+    task.add_done_callback(_redeliveries.discard)
+
+
 def _guarded_ack(self: Any) -> bool:
     if _processed.get():
         held = _held.get(self.message.tp)
@@ -110,9 +117,7 @@ def _guarded_ack(self: Any) -> bool:
     if suspended or getattr(self.message, "generation_id", None) != app.consumer_generation_id:
         set_aside(app, self.message)
         if not suspended:  # an old message after the rebalance: redeliver it now
-            task = asyncio.ensure_future(redeliver_set_aside(app))
-            _redeliveries.add(task)
-            task.add_done_callback(_redeliveries.discard)
+            _in_background(redeliver_set_aside(app))
         return False
     return bool(_original_ack(self))
 
@@ -199,8 +204,9 @@ def _below_held(consumer: Any, tp: Any, acked: list[int]) -> int | None:
     return offset
 
 
-#: Per partition, the offset this worker's handling must start from (see
-#: :func:`learn_start_offsets`), for partitions Faust has no commit for.
+#: Per partition, the offset this worker's handling must start from: learned
+#: after each assignment (:func:`learn_start_offsets`), then moved on by each
+#: commit; used where Faust has no committed offset of its own.
 _start: dict[Any, int] = {}
 #: Per partition, when it was last sought back to its unhandled head.
 _sought_back: dict[Any, float] = {}
@@ -224,9 +230,7 @@ def _seek_back(consumer: Any, tp: Any, start: int, first_acked: int) -> None:
         first_acked,
         start,
     )
-    task = asyncio.get_running_loop().create_task(consumer.seek(tp, start))
-    _redeliveries.add(task)
-    task.add_done_callback(_redeliveries.discard)
+    _in_background(consumer.seek(tp, start))
 
 
 async def learn_start_offsets(app: Any, assigned: Any) -> int:
@@ -384,9 +388,7 @@ def _redeliver_after_rebalances(app: Any) -> None:
             await redeliver_set_aside(app)
         except Exception as exc:  # never crash the rebalance; the watchdog re-seeks stalls
             log.warning("redelivery after the rebalance failed (%s)", type(exc).__name__)
-        task = asyncio.ensure_future(_learn_with_retries(app, assigned))  # not in the rebalance
-        _redeliveries.add(task)
-        task.add_done_callback(_redeliveries.discard)
+        _in_background(_learn_with_retries(app, assigned))  # not inside the rebalance
 
     async def forget(sender: Any, revoked: Any = (), *args: Any, **kwargs: Any) -> None:
         forget_partitions(revoked)
