@@ -16,6 +16,11 @@ from streams.settings import get_settings
 
 __all__ = ["app", "create_app"]
 
+#: Events buffered per stream before Faust pauses the partition (at 80 %).
+_STREAM_BUFFER = 1024
+#: Records per fetch: fewer than the buffer's headroom above its pause mark.
+_MAX_POLL_RECORDS = 200
+
 
 def create_app() -> faust.App:
     """Build the Faust app from the environment's settings."""
@@ -38,10 +43,18 @@ def create_app() -> faust.App:
         web_port=s.web_port,
         web_bind=s.web_bind,
         web_in_thread=False,
-        # A partition counts as "under pressure" at this many buffered events:
-        # Faust stops fetching it until the buffer drains to 40 %. Small enough
-        # that a throttled provider's backlog stays in Kafka, not in memory.
-        stream_buffer_maxsize=1024,
+        # Each stream buffers at most this many events; from 80 % on, Faust
+        # stops fetching the partitions adding to it until it drains to 40 %.
+        # Small enough that a throttled provider's backlog stays in Kafka, not
+        # in memory.
+        stream_buffer_maxsize=_STREAM_BUFFER,
+        # At most this many records per fetch, so a fetch never overfills a
+        # stream buffer: a partition is paused once its stream holds
+        # 1024 / 1.25 = 819 events, and the rest of the fetch (at most 200)
+        # still fits. A full buffer would make Faust's fetcher wait for the
+        # stage, and past broker_max_poll_interval the worker is evicted
+        # from its group (make chaos "slow", docs/RELIABILITY.md).
+        broker_max_poll_records=_MAX_POLL_RECORDS,
         producer_linger_ms=5,
         broker_session_timeout=s.group_session_timeout_s,
         broker_heartbeat_interval=min(3.0, s.group_session_timeout_s / 3),

@@ -48,6 +48,14 @@ older than what a stage wrote meanwhile (its own record not in the topic
 yet) put the lead's state a step back. The wrapped ``apply_changelog_batch``
 skips a record whose ``version`` is below the live value's.
 
+And **a seek could crash the worker**: Faust's ``seek`` moves aiokafka's
+fetcher from the app's thread while the consumer thread iterates the same
+fetched-records dict; a deletion in between raised ``KeyError`` in
+``fetched_records``, the Fetcher service crashed and the worker stopped
+(``make chaos`` "slow": two crashes in four minutes, with the watchdog and
+the head checks seeking often). The wrapped ``_seek`` runs the seek in the
+consumer thread.
+
 2. **DEBUG logging at ``-l warn``.** Faust's worker adds its terminal spinner's
 log handler whenever the level is WARN or above and sets the root logger to
 DEBUG for it, even when stdout is a file. Every aiokafka and Faust debug call
@@ -66,7 +74,7 @@ from typing import Any
 
 from faust.events import Event
 from faust.stores.memory import Store as MemoryStore
-from faust.transport.consumer import Consumer
+from faust.transport.consumer import Consumer, ThreadDelegateConsumer
 from faust.worker import Worker
 
 from streams.lag import group_lag
@@ -231,6 +239,16 @@ def _seek_back(consumer: Any, tp: Any, start: int, first_acked: int) -> None:
         start,
     )
     _in_background(consumer.seek(tp, start))
+
+
+async def _seek_in_consumer_thread(self: Any, partition: Any, offset: int) -> None:
+    """Faust's ``_seek``, run in the consumer thread instead of the app's (see above)."""
+    thread = self._thread
+
+    async def seek() -> None:
+        thread.seek(partition, offset)
+
+    await thread.call_thread(seek)
 
 
 async def learn_start_offsets(app: Any, assigned: Any) -> int:
@@ -404,6 +422,7 @@ def install(app: Any = None) -> None:
         Consumer._new_offset = _new_offset_below_held  # type: ignore[method-assign]
         Consumer.getmany = _getmany_delivering_rereads  # type: ignore[method-assign]
         Consumer._add_gap = _gap_not_filled  # type: ignore[method-assign]
+        ThreadDelegateConsumer._seek = _seek_in_consumer_thread  # type: ignore[method-assign]
         MemoryStore.apply_changelog_batch = _apply_changelog_without_regressing  # type: ignore[method-assign]
         log.debug("faust fix installed: no acks while flow control is suspended")
     Worker._setup_spinner_handler = _spinner_on_terminals_only  # type: ignore[method-assign]
@@ -421,5 +440,6 @@ def installed() -> bool:
         and Consumer._new_offset is _new_offset_below_held
         and Consumer.getmany is _getmany_delivering_rereads
         and Consumer._add_gap is _gap_not_filled
+        and ThreadDelegateConsumer._seek is _seek_in_consumer_thread
         and MemoryStore.apply_changelog_batch is _apply_changelog_without_regressing
     )

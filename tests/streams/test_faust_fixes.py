@@ -388,3 +388,28 @@ def test_a_changelog_replay_never_puts_an_older_state_over_a_newer_one() -> None
         [event(b"c\x1fa", "replied", 10)], to_key=lambda k: k, to_value=lambda v: v
     )
     assert store.data[b"c\x1fa"] == {"state": "replied", "version": 10}  # newer: applied
+
+
+async def test_a_seek_runs_in_the_consumer_thread() -> None:
+    import threading
+
+    from faust.transport.consumer import ThreadDelegateConsumer
+
+    faust_fixes.install()
+    seen: list[tuple[str, Any, int]] = []
+
+    class ConsumerThread:
+        """Runs a coroutine function on a thread of its own, as Faust's consumer thread does."""
+
+        def seek(self, tp: Any, offset: int) -> None:
+            seen.append((threading.current_thread().name, tp, offset))
+
+        async def call_thread(self, fun: Any) -> Any:
+            return await asyncio.to_thread(lambda: asyncio.run(fun()))
+
+    consumer = type("Stub", (), {"_thread": ConsumerThread()})()
+    await ThreadDelegateConsumer._seek(consumer, TP("touch-due", 0), 15)  # type: ignore[arg-type]
+    assert len(seen) == 1
+    name, tp, offset = seen[0]
+    assert (tp, offset) == (TP("touch-due", 0), 15)
+    assert name != threading.current_thread().name  # not on the app's thread
