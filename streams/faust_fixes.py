@@ -56,6 +56,9 @@ fetched-records dict; a deletion in between raised ``KeyError`` in
 the head checks seeking often). The wrapped ``_seek`` runs the seek in the
 consumer thread.
 
+A partition paused for a full stream buffer was resumed early by every
+rebalance, and then never paused again: see :mod:`streams.buffer_pauses`.
+
 2. **DEBUG logging at ``-l warn``.** Faust's worker adds its terminal spinner's
 log handler whenever the level is WARN or above and sets the root logger to
 DEBUG for it, even when stdout is a file. Every aiokafka and Faust debug call
@@ -77,6 +80,7 @@ from faust.stores.memory import Store as MemoryStore
 from faust.transport.consumer import Consumer, ThreadDelegateConsumer
 from faust.worker import Worker
 
+from streams import buffer_pauses
 from streams.lag import group_lag
 
 __all__ = [
@@ -423,6 +427,7 @@ def install(app: Any = None) -> None:
         Consumer.getmany = _getmany_delivering_rereads  # type: ignore[method-assign]
         Consumer._add_gap = _gap_not_filled  # type: ignore[method-assign]
         ThreadDelegateConsumer._seek = _seek_in_consumer_thread  # type: ignore[method-assign]
+        buffer_pauses.install()
         MemoryStore.apply_changelog_batch = _apply_changelog_without_regressing  # type: ignore[method-assign]
         log.debug("faust fix installed: no acks while flow control is suspended")
     Worker._setup_spinner_handler = _spinner_on_terminals_only  # type: ignore[method-assign]
@@ -441,5 +446,6 @@ def installed() -> bool:
         and Consumer.getmany is _getmany_delivering_rereads
         and Consumer._add_gap is _gap_not_filled
         and ThreadDelegateConsumer._seek is _seek_in_consumer_thread
+        and buffer_pauses.installed()
         and MemoryStore.apply_changelog_batch is _apply_changelog_without_regressing
     )
