@@ -52,7 +52,7 @@ from providers.errors import (
     ProviderCallError,
 )
 from providers.idempotency import idempotency_key
-from sinks.lead_state import StateChange, write_state_changes
+from sinks.lead_state import StateChange, mirrored_states, write_state_changes
 from sinks.opt_outs import lock_identities, opted_out
 from sinks.schedule_store import requeue
 from sinks.send_ledger import (
@@ -115,6 +115,7 @@ class SendStage(QuarantinesDeadLetters, Stage):
         changes: list[StateChange] = []
         requeues: list[tuple[tuple[str, str, int], datetime]] = []
         requests: list[tuple[Item, Campaign, ClaimRequest]] = []
+        behind: list[tuple[tuple[str, str, int], Item]] = []
         for item in items:
             rec = item.record
             k = int(rec["touch"])
@@ -128,12 +129,7 @@ class SendStage(QuarantinesDeadLetters, Stage):
                 current.state not in TERMINAL
                 and rank(current.state, current.touch) < rank(State.IN_SEQUENCE, k)
             ):
-                # The table has not caught up with the event that queued this
-                # touch: after a crash the stage upstream replays it, and its
-                # lost changelog write comes back then. Skipping would strand
-                # the lead; try again shortly.
-                log.info("send: touch %d of %s waits for the state table", k, item.lead_id)
-                requeues.append((key, now + self.ctx.clock.campaign_span(_CATCH_UP_S)))
+                behind.append((key, item))  # decided below, against Postgres
                 continue
             if current.state is not State.IN_SEQUENCE or current.touch != k:
                 log.debug(
@@ -183,6 +179,8 @@ class SendStage(QuarantinesDeadLetters, Stage):
                     ),
                 )
             )
+        if behind:
+            requeues += await self._catch_up(behind, now)
         sends: list[_Send] = []
         if requests:
             async with self.db.transaction() as conn:
@@ -216,6 +214,35 @@ class SendStage(QuarantinesDeadLetters, Stage):
         return result
 
     # --- claims ----------------------------------------------------------------------
+
+    async def _catch_up(
+        self, behind: Sequence[tuple[tuple[str, str, int], Item]], now: datetime
+    ) -> list[tuple[tuple[str, str, int], datetime]]:
+        """Requeues for touches the state table has not reached, where Postgres has.
+
+        After a crash the table can be a step behind Postgres (the stage
+        upstream wrote the lead's row and queued the touch, and its changelog
+        write was lost; it replays the event later). Skipping would strand
+        the lead, so the touch comes back shortly. A touch whose lead
+        Postgres has not reached either was never queued by this pipeline (a
+        replay from another run, or a hand-made record): it is skipped, or it
+        would come back every few seconds for ever.
+        """
+        async with self.db.transaction() as conn:
+            mirrored = await mirrored_states(conn, [(c, lead) for (c, lead, _), _ in behind])
+        requeues = []
+        for key, item in behind:
+            row = mirrored.get((key[0], key[1]))
+            k = key[2]
+            if row is not None and (
+                State(row[0]) in TERMINAL
+                or rank(State(row[0]), row[1]) >= rank(State.IN_SEQUENCE, k)
+            ):
+                log.info("send: touch %d of %s waits for the state table", k, item.lead_id)
+                requeues.append((key, now + self.ctx.clock.campaign_span(_CATCH_UP_S)))
+            else:
+                log.info("send: touch %d of %s skipped: no stage queued it", k, item.lead_id)
+        return requeues
 
     async def _within_budget(
         self,

@@ -41,6 +41,23 @@ class StateChange:
     facts: LeadFacts = LeadFacts()
 
 
+async def mirrored_states(
+    conn: psycopg.AsyncConnection[tuple[object, ...]], keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[str, int]]:
+    """Postgres's ``(state, touch)`` of each ``(campaign, lead)`` key it has a row for."""
+    if not keys:
+        return {}
+    cur = await conn.execute(
+        """
+        SELECT l.campaign_id, l.lead_id, l.state, l.touch
+        FROM leads l JOIN unnest(%s::text[], %s::text[]) AS k(campaign_id, lead_id)
+          ON l.campaign_id = k.campaign_id AND l.lead_id = k.lead_id
+        """,
+        ([c for c, _ in keys], [lead for _, lead in keys]),
+    )
+    return {(str(c), str(lead)): (str(st), int(str(t))) for c, lead, st, t in await cur.fetchall()}
+
+
 def _ts(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 

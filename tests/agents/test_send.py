@@ -163,6 +163,7 @@ async def test_a_touch_the_state_table_does_not_know_yet_comes_back_not_skipped(
     send, table, campaign = stage
     if known is not None:
         table.put(lead_state(campaign, "l0", known))
+    _mirrored(settings, campaign, "l0", State.IN_SEQUENCE, 1)  # what the stage upstream wrote
     _released_touch(settings, campaign, "l0")
     runner = StageRunner(
         send, producer=send.ctx.producer, input_topic="touch-due", dead_letter_topic="dlq"
@@ -181,6 +182,39 @@ async def test_a_touch_the_state_table_does_not_know_yet_comes_back_not_skipped(
     table.put(lead_state(campaign, "l0", State.IN_SEQUENCE, touch=1))
     await runner.process([touch_due(campaign, "l0", 1)])
     assert len(sms.messages) == 1
+
+
+async def test_a_touch_no_stage_queued_is_skipped_not_requeued_for_ever(
+    stage: tuple[SendStage, FakeTable, str], settings: Settings
+) -> None:
+    """Neither the table nor Postgres has the lead at this touch (a record from
+    another run, or made by hand): nothing to wait for, so it is skipped."""
+    send, _, campaign = stage
+    _released_touch(settings, campaign, "ghost")
+    runner = StageRunner(
+        send, producer=send.ctx.producer, input_topic="touch-due", dead_letter_topic="dlq"
+    )
+    await runner.process([touch_due(campaign, "ghost", 0)])
+
+    sms: Any = send.ctx.providers.sms
+    assert sms.messages == []
+    queued = rows(
+        settings.dsn,
+        "SELECT due_at, emitted_at FROM pending_touches WHERE campaign_id = %s",
+        campaign,
+    )
+    at = datetime.fromtimestamp(NOW, UTC)
+    assert queued == [(at, at)]  # still released, not queued again
+
+
+def _mirrored(settings: Settings, campaign: str, lead: str, state: State, touch: int) -> None:
+    """Postgres's row of ``lead``, as the stage that queued its touch wrote it."""
+    with psycopg.connect(settings.dsn) as conn:
+        conn.execute(
+            "INSERT INTO leads (campaign_id, lead_id, state, touch, version) "
+            "VALUES (%s, %s, %s, %s, 5)",
+            (campaign, lead, state.value, touch),
+        )
 
 
 class _Crash(BaseException):
