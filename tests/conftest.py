@@ -131,3 +131,37 @@ def isolated(services: Services) -> tuple[Settings, dict[str, str]]:
         **services.env,
         "LEADFLOW_TOPIC_PREFIX": prefix,
     }
+
+
+@pytest.fixture
+def isolated_db(services: Services) -> Iterator[tuple[Settings, dict[str, str], str]]:
+    """Like ``isolated``, plus a fresh migrated database of its own (settings, env, dsn).
+
+    For tests that run a worker: its release loop serves every active campaign
+    in its database, so touches other tests left in the shared one would reach it.
+    """
+    prefix = f"{services.settings.topic_prefix}x{uuid.uuid4().hex[:6]}-"
+    base = services.settings
+    if base.uses_external_database:
+        dbname, dsn = None, services.dsn
+    else:
+        dbname = f"{base.dsn.rsplit('/', 1)[1]}_{uuid.uuid4().hex[:6]}"
+        with psycopg.connect(LocalPostgres(base).superuser_dsn(), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(dbname), sql.Identifier(OWNER_ROLE)
+                )
+            )
+        dsn = f"postgresql://{OWNER_ROLE}@127.0.0.1:{base.pg_port}/{dbname}"
+        apply_migrations(dsn)
+    env = {**services.env, "LEADFLOW_TOPIC_PREFIX": prefix, "LEADFLOW_DATABASE_URL": dsn}
+    try:
+        yield replace(base, topic_prefix=prefix, database_url=dsn), env, dsn
+    finally:
+        if dbname is not None:
+            with psycopg.connect(LocalPostgres(base).superuser_dsn(), autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(dbname)
+                    )
+                )

@@ -157,9 +157,11 @@ def _sends(messages: list[dict[str, Any]]) -> Counter[tuple[str, int]]:
     "was repeated in either failure. See docs/RELIABILITY.md, open findings.",
 )
 async def test_replays_of_a_finished_campaign_send_nothing_again(
-    isolated: tuple[Settings, dict[str, str]], dsn: str, tmp_path: Path
+    isolated_db: tuple[Settings, dict[str, str], str], tmp_path: Path
 ) -> None:
-    settings, env = isolated
+    # A database of its own: the worker releases the due touches of every active
+    # campaign in its database, and earlier tests leave some in the shared one.
+    settings, env, dsn = isolated_db
     campaign = _short_campaign()
     CampaignStore(dsn).create(campaign)
     ensure_topics(settings)  # with the state changelog, before the worker's first start
