@@ -31,10 +31,17 @@ from typing import Any
 
 from faust.transport.consumer import Consumer
 
-__all__ = ["install", "installed"]
+__all__ = ["install", "installed", "stream_queues"]
 
 _original_resume = Consumer.resume_partitions
 _original_assigned = Consumer.on_partitions_assigned
+
+
+def stream_queues(app: Any) -> list[Any]:
+    """The stream buffers Faust's conductor delivers fetched records to (those created yet)."""
+    channels = list(getattr(getattr(app, "topics", None), "_topics", ()))
+    queues = (getattr(channel, "_queue", None) for channel in channels)  # made on first use
+    return [queue for queue in queues if queue is not None]
 
 
 def _resume_unless_buffer_paused(self: Any, tps: Iterable[Any]) -> None:
@@ -46,10 +53,8 @@ def _resume_unless_buffer_paused(self: Any, tps: Iterable[Any]) -> None:
 async def _assigned_with_fresh_buffers(self: Any, assigned: Any, generation_id: int = 0) -> None:
     """Faust's ``on_partitions_assigned``, forgetting buffer pauses and pending callbacks."""
     self._buffered_partitions.clear()
-    for channel in list(getattr(getattr(self.app, "topics", None), "_topics", ())):
-        queue = getattr(channel, "_queue", None)  # created on first use
-        if queue is not None:
-            queue._pending_pressure_drop_callbacks.clear()
+    for queue in stream_queues(self.app):
+        queue._pending_pressure_drop_callbacks.clear()
     await _original_assigned(self, assigned, generation_id)
 
 

@@ -40,6 +40,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from streams.buffer_pauses import stream_queues
+
 __all__ = ["FetcherView", "PokeReason", "fetcher_waits_in", "poke", "poke_reason", "view_of"]
 
 PokeReason = Literal["evicted", "waiting"]
@@ -86,19 +88,10 @@ def view_of(faust_consumer: Any) -> FetcherView | None:
         idle_s=float(client._subscription.fetcher_idle_time),
         max_poll_interval_s=float(coordinator._max_poll_interval),
         fetching=flow_active and bool(faust_consumer._get_active_partitions()),
-        backpressure=any(_full(channel) for channel in _channels(faust_consumer)),
+        backpressure=any(
+            queue.full() for queue in stream_queues(getattr(faust_consumer, "app", None))
+        ),
     )
-
-
-def _channels(faust_consumer: Any) -> list[Any]:
-    """The channels Faust's conductor delivers fetched records to."""
-    conductor = getattr(getattr(faust_consumer, "app", None), "topics", None)
-    return list(getattr(conductor, "_topics", ()))
-
-
-def _full(channel: Any) -> bool:
-    queue = getattr(channel, "_queue", None)  # created on first use
-    return queue is not None and bool(queue.full())
 
 
 async def poke(client: Any) -> None:

@@ -64,13 +64,7 @@ def services() -> Iterator[Services]:
         dsn = base.dsn
     else:
         dbname = f"leadflow_test_{tag}"
-        with psycopg.connect(postgres.superuser_dsn(), autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(dbname), sql.Identifier(OWNER_ROLE)
-                )
-            )
-        dsn = f"postgresql://{OWNER_ROLE}@127.0.0.1:{base.pg_port}/{dbname}"
+        dsn = _create_database(base, dbname)
     apply_migrations(dsn)
     settings = replace(base, topic_prefix=prefix, database_url=dsn)
     env = {
@@ -84,12 +78,7 @@ def services() -> Iterator[Services]:
     finally:
         _delete_topics(settings, prefix)
         if dbname is not None:
-            with psycopg.connect(postgres.superuser_dsn(), autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                        sql.Identifier(dbname)
-                    )
-                )
+            _drop_database(base, dbname)
         if started_pg:
             postgres.down()
         if started_kafka:
@@ -134,34 +123,40 @@ def isolated(services: Services) -> tuple[Settings, dict[str, str]]:
 
 
 @pytest.fixture
-def isolated_db(services: Services) -> Iterator[tuple[Settings, dict[str, str], str]]:
+def isolated_db(
+    services: Services, isolated: tuple[Settings, dict[str, str]]
+) -> Iterator[tuple[Settings, dict[str, str], str]]:
     """Like ``isolated``, plus a fresh migrated database of its own (settings, env, dsn).
 
     For tests that run a worker: its release loop serves every active campaign
     in its database, so touches other tests left in the shared one would reach it.
     """
-    prefix = f"{services.settings.topic_prefix}x{uuid.uuid4().hex[:6]}-"
-    base = services.settings
-    if base.uses_external_database:
-        dbname, dsn = None, services.dsn
-    else:
-        dbname = f"{base.dsn.rsplit('/', 1)[1]}_{uuid.uuid4().hex[:6]}"
-        with psycopg.connect(LocalPostgres(base).superuser_dsn(), autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(dbname), sql.Identifier(OWNER_ROLE)
-                )
-            )
-        dsn = f"postgresql://{OWNER_ROLE}@127.0.0.1:{base.pg_port}/{dbname}"
-        apply_migrations(dsn)
-    env = {**services.env, "LEADFLOW_TOPIC_PREFIX": prefix, "LEADFLOW_DATABASE_URL": dsn}
+    settings, env = isolated
+    if settings.uses_external_database:
+        yield settings, env, services.dsn
+        return
+    dbname = f"{services.dsn.rsplit('/', 1)[1]}_{uuid.uuid4().hex[:6]}"
+    dsn = _create_database(settings, dbname)
     try:
-        yield replace(base, topic_prefix=prefix, database_url=dsn), env, dsn
+        apply_migrations(dsn)
+        yield replace(settings, database_url=dsn), {**env, "LEADFLOW_DATABASE_URL": dsn}, dsn
     finally:
-        if dbname is not None:
-            with psycopg.connect(LocalPostgres(base).superuser_dsn(), autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                        sql.Identifier(dbname)
-                    )
-                )
+        _drop_database(settings, dbname)
+
+
+def _create_database(settings: Settings, name: str) -> str:
+    """Create an empty database owned by the owner role on the local server; its DSN."""
+    with psycopg.connect(LocalPostgres(settings).superuser_dsn(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(OWNER_ROLE)
+            )
+        )
+    return f"postgresql://{OWNER_ROLE}@127.0.0.1:{settings.pg_port}/{name}"
+
+
+def _drop_database(settings: Settings, name: str) -> None:
+    with psycopg.connect(LocalPostgres(settings).superuser_dsn(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )

@@ -98,9 +98,7 @@ async def test_a_spent_budget_cancels_the_remaining_leads_without_calling(
     stage: tuple[SendStage, FakeTable, str], settings: Settings
 ) -> None:
     send, table, campaign = stage
-    runner = StageRunner(
-        send, producer=send.ctx.producer, input_topic="touch-due", dead_letter_topic="dlq"
-    )
+    runner = _runner(send)
     leads = [f"l{n}" for n in range(5)]
     for lead in leads:
         table.put(lead_state(campaign, lead, State.IN_SEQUENCE, touch=1))
@@ -137,16 +135,10 @@ async def test_an_open_circuit_requeues_the_touch_after_retry_after_not_retry_at
     _released_touch(settings, campaign, "l0")
     sms: Any = send.ctx.providers.sms
     sms.error = CircuitOpenError("fake-sms", "circuit open", retry_at=987_654.0, retry_after=7.0)
-    runner = StageRunner(
-        send, producer=send.ctx.producer, input_topic="touch-due", dead_letter_topic="dlq"
-    )
+    runner = _runner(send)
     await runner.process([touch_due(campaign, "l0", 0)])
 
-    queued = rows(
-        settings.dsn,
-        "SELECT due_at, emitted_at FROM pending_touches WHERE campaign_id = %s",
-        campaign,
-    )
+    queued = _queued(settings, campaign)
     assert queued == [(datetime.fromtimestamp(NOW + 7.0, UTC), None)]
     assert (
         rows(settings.dsn, "SELECT status FROM send_ledger WHERE campaign_id = %s", campaign) == []
@@ -165,18 +157,12 @@ async def test_a_touch_the_state_table_does_not_know_yet_comes_back_not_skipped(
         table.put(lead_state(campaign, "l0", known))
     _mirrored(settings, campaign, "l0", State.IN_SEQUENCE, 1)  # what the stage upstream wrote
     _released_touch(settings, campaign, "l0")
-    runner = StageRunner(
-        send, producer=send.ctx.producer, input_topic="touch-due", dead_letter_topic="dlq"
-    )
+    runner = _runner(send)
     await runner.process([touch_due(campaign, "l0", 0)])
 
     sms: Any = send.ctx.providers.sms
     assert sms.messages == []
-    queued = rows(
-        settings.dsn,
-        "SELECT due_at, emitted_at FROM pending_touches WHERE campaign_id = %s",
-        campaign,
-    )
+    queued = _queued(settings, campaign)
     assert queued == [(datetime.fromtimestamp(NOW + 2.0, UTC), None)]
 
     table.put(lead_state(campaign, "l0", State.IN_SEQUENCE, touch=1))
@@ -191,20 +177,30 @@ async def test_a_touch_no_stage_queued_is_skipped_not_requeued_for_ever(
     another run, or made by hand): nothing to wait for, so it is skipped."""
     send, _, campaign = stage
     _released_touch(settings, campaign, "ghost")
-    runner = StageRunner(
-        send, producer=send.ctx.producer, input_topic="touch-due", dead_letter_topic="dlq"
-    )
+    runner = _runner(send)
     await runner.process([touch_due(campaign, "ghost", 0)])
 
     sms: Any = send.ctx.providers.sms
     assert sms.messages == []
-    queued = rows(
+    queued = _queued(settings, campaign)
+    at = datetime.fromtimestamp(NOW, UTC)
+    assert queued == [(at, at)]  # still released, not queued again
+
+
+def _runner(send: SendStage) -> StageRunner:
+    """The send stage behind the runner the worker uses (dead letters to ``dlq``)."""
+    return StageRunner(
+        send, producer=send.ctx.producer, input_topic="touch-due", dead_letter_topic="dlq"
+    )
+
+
+def _queued(settings: Settings, campaign: str) -> list[tuple[Any, ...]]:
+    """``(due_at, emitted_at)`` of the campaign's queued touches."""
+    return rows(
         settings.dsn,
         "SELECT due_at, emitted_at FROM pending_touches WHERE campaign_id = %s",
         campaign,
     )
-    at = datetime.fromtimestamp(NOW, UTC)
-    assert queued == [(at, at)]  # still released, not queued again
 
 
 def _mirrored(settings: Settings, campaign: str, lead: str, state: State, touch: int) -> None:
@@ -243,9 +239,7 @@ async def test_a_crash_mid_batch_leaves_only_its_wave_of_calls_in_doubt(
         return await accept(message)
 
     sms.send_sms = crash_on_third
-    runner = StageRunner(
-        send, producer=send.ctx.producer, input_topic="touch-due", dead_letter_topic="dlq"
-    )
+    runner = _runner(send)
     with pytest.raises(_Crash):
         await runner.process([touch_due(campaign, lead, n) for n, lead in enumerate(leads)])
 
@@ -271,9 +265,7 @@ async def test_a_table_behind_postgres_never_sends_to_a_lead_that_replied(
             "VALUES (%s, 'l0', 'replied', 1, 6)",
             (campaign,),
         )
-    runner = StageRunner(
-        send, producer=send.ctx.producer, input_topic="touch-due", dead_letter_topic="dlq"
-    )
+    runner = _runner(send)
     await runner.process([touch_due(campaign, "l0", 0)])
 
     sms: Any = send.ctx.providers.sms
