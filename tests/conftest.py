@@ -38,6 +38,9 @@ class Services:
     settings: Settings
     dsn: str
     env: dict[str, str]  # environment for leadflow subprocesses
+    #: True when LEADFLOW_DATABASE_URL named the database (the session's settings
+    #: always carry a database URL, so they cannot say).
+    external_database: bool
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -74,7 +77,7 @@ def services() -> Iterator[Services]:
         "LEADFLOW_KAFKA_BOOTSTRAP": settings.bootstrap_servers,
     }
     try:
-        yield Services(settings, dsn, env)
+        yield Services(settings, dsn, env, base.uses_external_database)
     finally:
         _delete_topics(settings, prefix)
         if dbname is not None:
@@ -132,7 +135,7 @@ def isolated_db(
     in its database, so touches other tests left in the shared one would reach it.
     """
     settings, env = isolated
-    if settings.uses_external_database:
+    if services.external_database:
         yield settings, env, services.dsn
         return
     dbname = f"{services.dsn.rsplit('/', 1)[1]}_{uuid.uuid4().hex[:6]}"

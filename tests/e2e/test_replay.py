@@ -148,14 +148,6 @@ def _sends(messages: list[dict[str, Any]]) -> Counter[tuple[str, int]]:
     return Counter((str(m["lead_id"]), int(m["touch"])) for m in messages)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="intermittent in the full CI suite only (2 of the last 3 runs; passes alone, under "
-    "load, and in every local run): after the campaign ended, leads are back in_sequence in "
-    "Postgres at a touch with no ledger row while the worker's table is behind them, so the "
-    "touch is released again and again (the dry run then sees sends not made yet). No send "
-    "was repeated in either failure. See docs/RELIABILITY.md, open findings.",
-)
 async def test_replays_of_a_finished_campaign_send_nothing_again(
     isolated_db: tuple[Settings, dict[str, str], str], tmp_path: Path
 ) -> None:
