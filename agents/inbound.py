@@ -128,7 +128,7 @@ async def lookup_identities(
                    (SELECT li.identity_key FROM lead_identities li
                      WHERE li.campaign_id = k.campaign_id AND li.lead_id = k.lead_id
                      LIMIT 1))
-        FROM unnest(%s::text[], %s::text[]) AS k(campaign_id, lead_id)
+        FROM unnest(%b::text[], %b::text[]) AS k(campaign_id, lead_id)
         """,
         ([c for c, _ in keys], [lead for _, lead in keys]),
     )

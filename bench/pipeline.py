@@ -385,7 +385,7 @@ def lead_report(dsn: str, campaign_id: str, lead_ids: list[str]) -> list[dict[st
         rows = conn.execute(
             """
             SELECT k.lead_id, l.state, l.touch, l.reason, p.due_at, p.emitted_at, s.status
-            FROM unnest(%s::text[]) AS k(lead_id)
+            FROM unnest(%b::text[]) AS k(lead_id)
             LEFT JOIN leads l ON l.campaign_id = %s AND l.lead_id = k.lead_id
             LEFT JOIN pending_touches p
               ON p.campaign_id = l.campaign_id AND p.lead_id = l.lead_id AND p.touch = 1

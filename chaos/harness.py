@@ -109,8 +109,9 @@ class FaultHarness:
     def kill_worker(self, index: int, sig: int = signal.SIGKILL, timeout: float = 25) -> float:
         """Signal worker ``index`` (default ``kill -9``) and wait until it is gone.
 
-        A worker that outlives ``timeout`` seconds after the signal is killed
-        with -9 (noted in :attr:`notes`). Returns the seconds it took to exit.
+        A worker that outlives ``timeout`` seconds after the signal is sent
+        SIGUSR2 (it logs its stacks) and killed with -9 (noted in
+        :attr:`notes`). Returns the seconds it took to exit.
         """
         self.log.append(f"worker {index} {_signame(sig)}")
         proc = self.run.workers[index]
@@ -123,9 +124,14 @@ class FaultHarness:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.forced += 1
+            # What it waits for goes to its log (agents/stack_dump_signal.py).
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGUSR2)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(2)
             self.notes.append(
                 f"worker {index} did not exit within {timeout:.0f} s of {_signame(sig)}; "
-                "killed with -9"
+                f"killed with -9 (its stacks are in worker{index}.log)"
             )
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)

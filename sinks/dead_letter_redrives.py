@@ -95,7 +95,7 @@ class RedriveStore:
                 "r.original_offset, r.failed_at, r.redrive_count, r.first_redriven_at, "
                 "r.redriven_at "
                 "FROM dead_letter_redrives r "
-                "JOIN unnest(%s::integer[], %s::bigint[]) AS w(p, o) "
+                "JOIN unnest(%b::integer[], %b::bigint[]) AS w(p, o) "
                 "ON r.dlq_partition = w.p AND r.dlq_offset = w.o "
                 "WHERE r.dlq_topic = %s",
                 (partitions, offsets, self.dlq_topic),

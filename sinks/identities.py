@@ -26,7 +26,7 @@ async def claim_identities(
     await conn.execute(
         """
         INSERT INTO lead_identities (campaign_id, identity_key, lead_id)
-        SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])
+        SELECT * FROM unnest(%b::text[], %b::text[], %b::text[])
         ON CONFLICT (campaign_id, identity_key) DO NOTHING
         """,
         (campaigns, identities, leads),
@@ -35,7 +35,7 @@ async def claim_identities(
         """
         SELECT li.campaign_id, li.identity_key, li.lead_id
         FROM lead_identities li
-        JOIN unnest(%s::text[], %s::text[]) AS q(campaign_id, identity_key)
+        JOIN unnest(%b::text[], %b::text[]) AS q(campaign_id, identity_key)
           ON li.campaign_id = q.campaign_id AND li.identity_key = q.identity_key
         """,
         (campaigns, identities),

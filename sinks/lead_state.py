@@ -50,7 +50,7 @@ async def mirrored_states(
     cur = await conn.execute(
         """
         SELECT l.campaign_id, l.lead_id, l.state, l.touch
-        FROM leads l JOIN unnest(%s::text[], %s::text[]) AS k(campaign_id, lead_id)
+        FROM leads l JOIN unnest(%b::text[], %b::text[]) AS k(campaign_id, lead_id)
           ON l.campaign_id = k.campaign_id AND l.lead_id = k.lead_id
         """,
         ([c for c, _ in keys], [lead for _, lead in keys]),
@@ -96,9 +96,9 @@ async def write_state_changes(
         """
         INSERT INTO leads (campaign_id, lead_id, state, touch, identity_key, tier, score,
                            timezone, reason, version, updated_at)
-        SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::text[],
-                             %s::text[], %s::float8[], %s::text[], %s::text[], %s::bigint[],
-                             %s::timestamptz[])
+        SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::int[], %b::text[],
+                             %b::text[], %b::float8[], %b::text[], %b::text[], %b::bigint[],
+                             %b::timestamptz[])
         ON CONFLICT (campaign_id, lead_id) DO UPDATE SET
             state = EXCLUDED.state,
             touch = EXCLUDED.touch,
@@ -132,8 +132,8 @@ async def write_state_changes(
         """
         INSERT INTO lead_transitions (campaign_id, lead_id, version, from_state, to_state,
                                       touch, reason, occurred_at)
-        SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[],
-                             %s::int[], %s::text[], %s::timestamptz[])
+        SELECT * FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[], %b::text[],
+                             %b::int[], %b::text[], %b::timestamptz[])
         ON CONFLICT DO NOTHING
         """,
         (

@@ -45,7 +45,7 @@ async def lock_identities(conn: Conn, identities: Iterable[str], *, shared: bool
     fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
     await conn.execute(
         f"SELECT {fn}(h) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h "
-        "FROM unnest(%s::text[]) AS k ORDER BY 1) AS s",
+        "FROM unnest(%b::text[]) AS k ORDER BY 1) AS s",
         (keys,),
     )
 

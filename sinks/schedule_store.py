@@ -64,8 +64,8 @@ async def queue_touches(
         """
         INSERT INTO pending_touches (campaign_id, lead_id, touch, kafka_partition, channel,
                                      priority, due_at, payload)
-        SELECT * FROM unnest(%s::text[], %s::text[], %s::int[], %s::int[], %s::text[],
-                             %s::int[], %s::timestamptz[], %s::bytea[])
+        SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::int[], %b::text[],
+                             %b::int[], %b::timestamptz[], %b::bytea[])
         ON CONFLICT (campaign_id, lead_id, touch) DO NOTHING
         """,
         (
@@ -91,7 +91,7 @@ async def earlier_payloads(
         """
         SELECT p.campaign_id, p.lead_id, p.touch, p.payload
         FROM pending_touches p
-        JOIN unnest(%s::text[], %s::text[], %s::int[]) AS k(campaign_id, lead_id, touch)
+        JOIN unnest(%b::text[], %b::text[], %b::int[]) AS k(campaign_id, lead_id, touch)
           ON p.campaign_id = k.campaign_id AND p.lead_id = k.lead_id AND p.touch = k.touch
         """,
         ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
@@ -147,7 +147,7 @@ async def next_due(
         return None
     cur = await conn.execute(
         """
-        SELECT min(d.due_at) FROM unnest(%s::int[]) AS k(part),
+        SELECT min(d.due_at) FROM unnest(%b::int[]) AS k(part),
         LATERAL (SELECT due_at FROM pending_touches
                  WHERE kafka_partition = k.part AND emitted_at IS NULL
                  ORDER BY due_at LIMIT 1) d
@@ -167,7 +167,7 @@ async def mark_emitted(
     await conn.execute(
         """
         UPDATE pending_touches p SET emitted_at = %s
-        FROM unnest(%s::text[], %s::text[], %s::int[]) AS k(campaign_id, lead_id, touch)
+        FROM unnest(%b::text[], %b::text[], %b::int[]) AS k(campaign_id, lead_id, touch)
         WHERE p.campaign_id = k.campaign_id AND p.lead_id = k.lead_id AND p.touch = k.touch
         """,
         (
@@ -215,7 +215,7 @@ async def requeue_unhandled_releases(
             JOIN pending_touches p2
               ON p2.campaign_id = l.campaign_id AND p2.lead_id = l.lead_id
              AND p2.touch = l.touch
-            JOIN unnest(%s::int[], %s::timestamptz[]) AS b(part, settled_before)
+            JOIN unnest(%b::int[], %b::timestamptz[]) AS b(part, settled_before)
               ON b.part = p2.kafka_partition
             WHERE l.state = 'in_sequence' AND l.touch >= 1
               AND p2.emitted_at IS NOT NULL AND p2.emitted_at < b.settled_before
@@ -269,7 +269,7 @@ async def stalled_sequences(
           ON s.campaign_id = l.campaign_id AND s.lead_id = l.lead_id AND s.touch = l.touch
         JOIN pending_touches p
           ON p.campaign_id = l.campaign_id AND p.lead_id = l.lead_id AND p.touch = l.touch
-        JOIN unnest(%s::int[], %s::timestamptz[]) AS b(part, settled_before)
+        JOIN unnest(%b::int[], %b::timestamptz[]) AS b(part, settled_before)
           ON b.part = p.kafka_partition
         WHERE l.state = 'in_sequence' AND l.touch >= 1
           AND s.status IN ('accepted', 'failed', 'skipped')

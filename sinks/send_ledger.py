@@ -112,10 +112,10 @@ async def claim_sends(
                c.status,
                EXISTS (SELECT 1 FROM channel_blocks b WHERE b.campaign_id = k.campaign_id
                        AND b.lead_id = k.lead_id AND b.channel = k.channel),
-               l.state = ANY(%s::text[])
+               l.state = ANY(%b::text[])
                  OR (l.state IN ('in_sequence', 'reconcile') AND l.touch > k.touch)
                  OR (l.state = 'reconcile' AND l.touch = k.touch)
-        FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[], %s::text[])
+        FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[], %b::text[])
              AS k(campaign_id, lead_id, touch, identity_key, channel)
         LEFT JOIN campaigns c ON c.campaign_id = k.campaign_id
         LEFT JOIN leads l ON l.campaign_id = k.campaign_id AND l.lead_id = k.lead_id
@@ -163,8 +163,8 @@ async def claim_sends(
                                      status, campaign_clock)
             SELECT k.campaign_id, k.lead_id, k.touch, k.channel, k.idempotency_key,
                    'claimed', k.clock
-            FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[], %s::text[],
-                        %s::timestamptz[])
+            FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[], %b::text[],
+                        %b::timestamptz[])
                  AS k(campaign_id, lead_id, touch, channel, idempotency_key, clock)
             ON CONFLICT (campaign_id, lead_id, touch) DO NOTHING
             RETURNING campaign_id, lead_id, touch
@@ -189,7 +189,7 @@ async def claim_sends(
                 SELECT s.campaign_id, s.lead_id, s.touch, s.status, s.provider,
                        s.provider_message_id, s.cost_units, s.error, s.calling_at
                 FROM send_ledger s
-                JOIN unnest(%s::text[], %s::text[], %s::int[]) AS k(campaign_id, lead_id, touch)
+                JOIN unnest(%b::text[], %b::text[], %b::int[]) AS k(campaign_id, lead_id, touch)
                   ON s.campaign_id = k.campaign_id AND s.lead_id = k.lead_id AND s.touch = k.touch
                 """,
                 ([r.campaign_id for r in lost], [r.lead_id for r in lost], [r.touch for r in lost]),
@@ -236,7 +236,7 @@ async def mark_calling(
     cur = await conn.execute(
         """
         UPDATE send_ledger s SET calling_at = now()
-        FROM unnest(%s::text[], %s::text[], %s::int[]) AS k(campaign_id, lead_id, touch)
+        FROM unnest(%b::text[], %b::text[], %b::int[]) AS k(campaign_id, lead_id, touch)
         WHERE s.campaign_id = k.campaign_id AND s.lead_id = k.lead_id AND s.touch = k.touch
           AND s.status = 'claimed' AND s.calling_at IS NULL
         RETURNING s.campaign_id, s.lead_id, s.touch
@@ -257,8 +257,8 @@ async def record_outcomes(
         UPDATE send_ledger s SET status = o.status, provider = o.provider,
                provider_message_id = o.message_id, cost_units = o.cost_units,
                attempts = o.attempts, error = o.error, completed_at = %s
-        FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[], %s::text[], %s::text[],
-                    %s::float8[], %s::int[], %s::text[])
+        FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[], %b::text[], %b::text[],
+                    %b::float8[], %b::int[], %b::text[])
              AS o(campaign_id, lead_id, touch, status, provider, message_id, cost_units,
                   attempts, error)
         WHERE s.campaign_id = o.campaign_id AND s.lead_id = o.lead_id AND s.touch = o.touch
@@ -289,7 +289,7 @@ async def accepted_counts(
         """
         SELECT s.campaign_id, s.lead_id, count(*)
         FROM send_ledger s
-        JOIN unnest(%s::text[], %s::text[]) AS k(campaign_id, lead_id)
+        JOIN unnest(%b::text[], %b::text[]) AS k(campaign_id, lead_id)
           ON s.campaign_id = k.campaign_id AND s.lead_id = k.lead_id
         WHERE s.status = 'accepted' AND s.touch >= 1
         GROUP BY s.campaign_id, s.lead_id
@@ -308,7 +308,7 @@ async def release_claims(
     await conn.execute(
         """
         DELETE FROM send_ledger s
-        USING unnest(%s::text[], %s::text[], %s::int[]) AS k(campaign_id, lead_id, touch)
+        USING unnest(%b::text[], %b::text[], %b::int[]) AS k(campaign_id, lead_id, touch)
         WHERE s.campaign_id = k.campaign_id AND s.lead_id = k.lead_id AND s.touch = k.touch
           AND s.status = 'claimed'
         """,

@@ -455,7 +455,7 @@ class SendLookup:
         rows = self._rows(
             """
             SELECT k.i, s.status IS NOT NULL, l.state, coalesce(l.touch, 0)
-            FROM unnest(%s::text[], %s::text[], %s::int[])
+            FROM unnest(%b::text[], %b::text[], %b::int[])
                  WITH ORDINALITY AS k(campaign_id, lead_id, touch, i)
             LEFT JOIN send_ledger s ON s.campaign_id = k.campaign_id
                  AND s.lead_id = k.lead_id AND s.touch = k.touch

@@ -9,8 +9,9 @@ from bench.procstat import Sampler, cpu_seconds, status_kb
 
 
 def _burn(seconds: float) -> None:
-    end = time.process_time() + seconds
-    while time.process_time() < end:
+    """Spin for ``seconds`` of wall time (process time would count the sampler's thread too)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
         pass
 
 

@@ -532,6 +532,9 @@ def test_a_range_ending_in_a_transaction_marker_is_read_to_its_end(
     for i in range(3):
         producer.produce(settings.topic_name("inbound"), key=b"k", value=b"v%d" % i, partition=6)
     producer.commit_transaction(10)
+    # The commit marker reaches the partition a moment after commit_transaction
+    # returns; until then the last stable offset, the end a reader sees, is 0.
+    _wait_for_stable_end(settings, settings.topic_name("inbound"), 6, 4)
     started = time.monotonic()
 
     report = copy_range(settings, Selection("inbound", partitions=(6,)), timeout_s=20)
@@ -539,3 +542,23 @@ def test_a_range_ending_in_a_transaction_marker_is_read_to_its_end(
     [p] = report.partitions
     assert (p.start, p.end, p.records) == (0, 4, 3)  # offset 3 is the marker
     assert time.monotonic() - started < 10  # ended at the log end, not at the timeout
+
+
+def _wait_for_stable_end(settings: Settings, topic: str, partition: int, end: int) -> None:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": f"lso-{uuid.uuid4().hex[:6]}",
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            if high >= end or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    finally:
+        consumer.close()
+    assert high == end, f"the transaction's end offset never became stable: {high}"

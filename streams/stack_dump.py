@@ -1,0 +1,53 @@
+"""Where a live process is waiting: every thread's stack and every asyncio task's.
+
+For a worker that does not stop or does not move, ``kill -USR2 <pid>``
+writes this dump to the worker's log (see :mod:`agents.stack_dump_signal`).
+Only file names, line numbers and function names are shown, never local
+variables, so the dump holds no lead data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import traceback
+from types import FrameType
+
+__all__ = ["format_stacks"]
+
+#: Innermost frames shown per stack (the outer ones are the same for every task).
+_DEPTH = 12
+
+
+def _frame_lines(frames: list[FrameType]) -> list[str]:
+    summary = traceback.StackSummary.extract(
+        ((f, f.f_lineno) for f in frames[-_DEPTH:]), lookup_lines=False, capture_locals=False
+    )
+    return [f"    {fs.filename}:{fs.lineno} in {fs.name}" for fs in summary]
+
+
+def _thread_frames(frame: FrameType | None) -> list[FrameType]:
+    frames: list[FrameType] = []
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back
+    return frames[::-1]  # outermost first, like a traceback
+
+
+def format_stacks(loop: asyncio.AbstractEventLoop | None = None) -> str:
+    """The stacks of all threads and, when ``loop`` is given, of its pending tasks."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    out: list[str] = []
+    for ident, frame in sorted(sys._current_frames().items()):
+        out.append(f"thread {names.get(ident, ident)}:")
+        out.extend(_frame_lines(_thread_frames(frame)))
+    if loop is not None:
+        tasks = sorted(asyncio.all_tasks(loop), key=lambda t: t.get_name())
+        out.append(f"{len(tasks)} asyncio task(s):")
+        for task in tasks:
+            coro = task.get_coro()
+            qualname = getattr(coro, "__qualname__", type(coro).__name__)
+            out.append(f"task {task.get_name()} ({qualname}):")
+            out.extend(_frame_lines(task.get_stack()) or ["    (not started)"])
+    return "\n".join(out)

@@ -1,0 +1,34 @@
+"""The stack dump shows where threads and tasks wait, and no local variables."""
+
+from __future__ import annotations
+
+import asyncio
+
+from streams.stack_dump import format_stacks
+
+
+async def _parked_with_secret(event: asyncio.Event) -> None:
+    phone = "+15551234567"  # a local that must not appear in the dump
+    await event.wait()
+    assert phone
+
+
+async def test_dump_names_waiting_tasks_and_hides_locals() -> None:
+    event = asyncio.Event()
+    task = asyncio.create_task(_parked_with_secret(event), name="parked")
+    await asyncio.sleep(0)
+    try:
+        dump = format_stacks(asyncio.get_running_loop())
+    finally:
+        event.set()
+        await task
+    assert "task parked (_parked_with_secret):" in dump
+    assert "in _parked_with_secret" in dump
+    assert "thread MainThread:" in dump
+    assert "+15551234567" not in dump
+
+
+def test_dump_without_a_loop_has_threads_only() -> None:
+    dump = format_stacks()
+    assert "thread MainThread:" in dump
+    assert "asyncio task" not in dump
