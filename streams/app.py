@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import faust
 
-from streams import faust_fixes
+from streams import faust_fixes, shutdown_drain
 from streams.kafka_config import faust_credentials
 from streams.settings import get_settings
 
@@ -61,6 +61,7 @@ def create_app() -> faust.App:
         logging_config=None,
     )
     faust_fixes.install(faust_app)  # and redeliver what was set aside, after each rebalance
+    shutdown_drain.install(s.shutdown_drain_s)  # a SIGTERM'd worker exits in bounded time
     return faust_app
 
 

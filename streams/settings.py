@@ -216,6 +216,15 @@ class Settings:
             "own thread every 3 s, so a busy worker is not dropped.",
         ),
     )
+    shutdown_drain_s: float = field(
+        default=10.0,
+        metadata=_env(
+            "LEADFLOW_SHUTDOWN_DRAIN_S",
+            "On SIGTERM, the longest a worker waits for events already taken to be "
+            "handled before it commits what was handled and exits; the rest are "
+            "handled again by the worker that takes the partition (stages are idempotent).",
+        ),
+    )
     max_record_bytes: int = field(
         default=100_000,
         metadata=_env(
@@ -270,6 +279,8 @@ class Settings:
             raise ConfigError(f"LEADFLOW_TIME_SCALE={self.time_scale} must be > 0")
         if self.kafka_heap_mb < 128:
             raise ConfigError(f"LEADFLOW_KAFKA_HEAP_MB={self.kafka_heap_mb} must be >= 128")
+        if self.shutdown_drain_s < 0:
+            raise ConfigError(f"LEADFLOW_SHUTDOWN_DRAIN_S={self.shutdown_drain_s} must be >= 0")
 
     # --- derived values ------------------------------------------------------
     @property

@@ -35,6 +35,29 @@ def _thread_frames(frame: FrameType | None) -> list[FrameType]:
     return frames[::-1]  # outermost first, like a traceback
 
 
+def _await_chain(coro: object) -> list[FrameType]:
+    """The frames of a suspended coroutine and of what it awaits, outermost first.
+
+    ``Task.get_stack`` gives only the task's own coroutine frame; the
+    ``cr_await`` links say which awaited coroutine it is stuck in.
+    """
+    frames: list[FrameType] = []
+    for _ in range(100):  # a bound, in case of an odd awaitable
+        if coro is None:
+            break
+        frame = next(
+            (f for a in ("cr_frame", "gi_frame", "ag_frame") if (f := getattr(coro, a, None))),
+            None,
+        )
+        if frame is not None:
+            frames.append(frame)
+        coro = next(
+            (c for a in ("cr_await", "gi_yieldfrom", "ag_await") if (c := getattr(coro, a, None))),
+            None,
+        )
+    return frames
+
+
 def format_stacks(loop: asyncio.AbstractEventLoop | None = None) -> str:
     """The stacks of all threads and, when ``loop`` is given, of its pending tasks."""
     names = {t.ident: t.name for t in threading.enumerate()}
@@ -49,5 +72,6 @@ def format_stacks(loop: asyncio.AbstractEventLoop | None = None) -> str:
             coro = task.get_coro()
             qualname = getattr(coro, "__qualname__", type(coro).__name__)
             out.append(f"task {task.get_name()} ({qualname}):")
-            out.extend(_frame_lines(task.get_stack()) or ["    (not started)"])
+            frames = _await_chain(coro) or task.get_stack()
+            out.extend(_frame_lines(frames) or ["    (not started)"])
     return "\n".join(out)

@@ -9,8 +9,12 @@ from streams.stack_dump import format_stacks
 
 async def _parked_with_secret(event: asyncio.Event) -> None:
     phone = "+15551234567"  # a local that must not appear in the dump
-    await event.wait()
+    await _inner_wait(event)
     assert phone
+
+
+async def _inner_wait(event: asyncio.Event) -> None:
+    await event.wait()
 
 
 async def test_dump_names_waiting_tasks_and_hides_locals() -> None:
@@ -24,6 +28,10 @@ async def test_dump_names_waiting_tasks_and_hides_locals() -> None:
         await task
     assert "task parked (_parked_with_secret):" in dump
     assert "in _parked_with_secret" in dump
+    # The awaited chain, innermost last: the task waits in _inner_wait, in Event.wait.
+    task_lines = dump.split("task parked")[1].splitlines()
+    assert any("in _inner_wait" in line for line in task_lines)
+    assert any("in wait" in line for line in task_lines)
     assert "thread MainThread:" in dump
     assert "+15551234567" not in dump
 

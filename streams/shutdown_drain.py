@@ -1,0 +1,105 @@
+"""A worker stopping on SIGTERM waits a bounded time for events it already took.
+
+Faust's stop runs ``Consumer.wait_empty``: it waits, without a bound, until
+every message a stream has taken is acked, then commits. In the fault
+suite's rebalance storm a worker SIGTERM'd in the middle of a rebalance
+waited for one ``sent`` event for longer than 25 s (its log: ``wait_empty:
+Waiting for tasks [(1, <ConsumerMessage: ...-sent[4] offset=2170>)]``) and
+had to be killed with ``-9``.
+
+:func:`install` bounds that wait at shutdown only (a rebalance still waits,
+as Faust does): from the start of the stop, ``LEADFLOW_SHUTDOWN_DRAIN_S``
+(default 10 s). When it runs out, the worker logs what is still unacked
+(topic, partition, offset; no record data), commits what was handled (never
+past an unhandled offset: Faust commits only a contiguous acked run) and
+goes on stopping. The events left over are handled again by whichever
+worker takes the partition, which the stages make safe (idempotent sends
+and state writes). It is what a ``kill -9`` at that moment would leave, but
+with the handled offsets committed and the group left cleanly.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from faust.app.base import App
+from faust.transport.consumer import Consumer
+
+__all__ = ["install", "installed", "wait_empty_until"]
+
+log = logging.getLogger(__name__)
+
+_ORIGINAL_WAIT_EMPTY: Callable[[Any], Coroutine[Any, Any, None]] = Consumer.wait_empty
+_ORIGINAL_STOP_CONSUMER: Callable[[Any], Coroutine[Any, Any, None]] = App._stop_consumer
+
+#: Attribute on the app: monotonic deadline of the stop's drain (unset: no stop under way).
+_DEADLINE = "_leadflow_drain_deadline"
+
+
+def _unacked(consumer: Any) -> list[str]:
+    return sorted(
+        f"{m.tp.topic}[{m.tp.partition}]@{m.offset}" for m in list(consumer._unacked_messages)
+    )
+
+
+async def wait_empty_until(consumer: Any, deadline: float) -> bool:
+    """Faust's ``wait_empty`` until ``deadline`` (monotonic); True when everything was acked.
+
+    Either way it ends with Faust's final commit of what was handled.
+    """
+    while not consumer.should_stop and consumer._unacked_messages:
+        if time.monotonic() >= deadline:
+            left = _unacked(consumer)
+            if getattr(consumer, "_leadflow_drain_logged", False):
+                break  # said once already (the stop waits twice: app, then consumer)
+            consumer._leadflow_drain_logged = True
+            log.warning(
+                "stopping: %d event(s) still not handled after the drain time "
+                "(LEADFLOW_SHUTDOWN_DRAIN_S); committing what was handled and "
+                "leaving them to be handled again: %s",
+                len(left),
+                ", ".join(left[:20]),
+            )
+            break
+        gc.collect()  # the unacked set is weak: drop messages nobody holds any more
+        await consumer.commit()
+        if not consumer._unacked_messages:
+            break
+        await consumer._wait_for_ack(timeout=1)
+        consumer._clean_unacked_messages()
+    drained = not consumer._unacked_messages
+    await consumer.commit_and_end_transactions()
+    return drained
+
+
+async def _wait_empty(self: Any) -> None:
+    deadline = getattr(self.app, _DEADLINE, None)
+    if deadline is None:  # a rebalance: Faust's own wait
+        await _ORIGINAL_WAIT_EMPTY(self)
+        return
+    await wait_empty_until(self, deadline)
+
+
+def _stop_consumer_with(drain_s: float) -> Callable[[Any], Coroutine[Any, Any, None]]:
+    async def _stop_consumer(self: Any) -> None:
+        if getattr(self, _DEADLINE, None) is None:
+            setattr(self, _DEADLINE, time.monotonic() + drain_s)
+        await _ORIGINAL_STOP_CONSUMER(self)
+
+    _stop_consumer.leadflow_drain_s = drain_s  # type: ignore[attr-defined]
+    return _stop_consumer
+
+
+def install(drain_s: float) -> None:
+    """Bound the stop's wait for unacked events to ``drain_s`` seconds (idempotent)."""
+    Consumer.wait_empty = _wait_empty  # type: ignore[method-assign]
+    App._stop_consumer = _stop_consumer_with(drain_s)  # type: ignore[method-assign,assignment]
+
+
+def installed() -> bool:
+    """True once :func:`install` ran."""
+    return Consumer.wait_empty is _wait_empty and hasattr(App._stop_consumer, "leadflow_drain_s")

@@ -1,0 +1,103 @@
+"""A stopping worker waits a bounded time for unacked events, then commits and goes on."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+import streams.app  # noqa: F401  (builds the app, which installs the drain)
+from streams import shutdown_drain
+from streams.shutdown_drain import wait_empty_until
+
+
+@dataclass(frozen=True)
+class _TP:
+    topic: str
+    partition: int
+
+
+@dataclass(eq=False)
+class _Message:
+    tp: _TP
+    offset: int
+    acked: bool = False
+
+
+@dataclass
+class _Consumer:
+    """The parts of Faust's consumer the wait uses."""
+
+    unacked: list[_Message]
+    ack_after_waits: int | None = None  # the stage finishes after this many waits
+    should_stop: bool = False
+    commits: int = 0
+    final_commits: int = 0
+    waits: int = 0
+    _unacked_messages: set[_Message] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._unacked_messages = set(self.unacked)
+
+    async def commit(self) -> None:
+        self.commits += 1
+
+    async def _wait_for_ack(self, timeout: float) -> None:
+        self.waits += 1
+        if self.ack_after_waits is not None and self.waits >= self.ack_after_waits:
+            for m in self._unacked_messages:
+                m.acked = True
+
+    def _clean_unacked_messages(self) -> None:
+        self._unacked_messages = {m for m in self._unacked_messages if not m.acked}
+
+    async def commit_and_end_transactions(self) -> None:
+        self.final_commits += 1
+
+
+async def test_an_event_never_handled_is_left_after_the_drain_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    consumer = _Consumer([_Message(_TP("p-sent", 4), 2170)])
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="streams.shutdown_drain"):
+        drained = await wait_empty_until(consumer, time.monotonic() + 0.05)
+        again = await wait_empty_until(consumer, time.monotonic())  # the consumer's own stop
+    assert drained is False and again is False
+    assert time.monotonic() - started < 5
+    assert consumer.waits >= 1 and consumer.final_commits == 2
+    [record] = caplog.records  # said once, not at each of the two waits
+    assert "p-sent[4]@2170" in record.getMessage()
+
+
+async def test_events_handled_in_time_end_the_wait_at_once() -> None:
+    consumer = _Consumer([_Message(_TP("p-sent", 1), 5)], ack_after_waits=2)
+    assert await wait_empty_until(consumer, time.monotonic() + 30) is True
+    assert consumer.waits == 2 and consumer.final_commits == 1
+
+
+async def test_nothing_unacked_commits_and_returns() -> None:
+    consumer = _Consumer([])
+    assert await wait_empty_until(consumer, time.monotonic() + 30) is True
+    assert (consumer.commits, consumer.waits, consumer.final_commits) == (0, 0, 1)
+
+
+async def test_the_stop_sets_the_deadline_then_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[float | None] = []
+
+    async def original(app: Any) -> None:
+        seen.append(getattr(app, "_leadflow_drain_deadline", None))
+
+    monkeypatch.setattr(shutdown_drain, "_ORIGINAL_STOP_CONSUMER", original)
+    app = type("App", (), {})()
+    before = time.monotonic()
+    await shutdown_drain._stop_consumer_with(7.0)(app)
+    [deadline] = seen
+    assert deadline is not None and before + 7.0 <= deadline <= time.monotonic() + 7.0
+
+
+def test_the_worker_app_has_it_installed() -> None:
+    assert shutdown_drain.installed()
