@@ -8,21 +8,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from faust.types import TP
 
 import streams.app  # noqa: F401  (builds the app, which installs the drain)
 from streams import shutdown_drain
 from streams.shutdown_drain import wait_empty_until
 
 
-@dataclass(frozen=True)
-class _TP:
-    topic: str
-    partition: int
-
-
 @dataclass(eq=False)
 class _Message:
-    tp: _TP
+    tp: TP
     offset: int
     acked: bool = False
 
@@ -61,7 +56,7 @@ class _Consumer:
 async def test_an_event_never_handled_is_left_after_the_drain_time(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    consumer = _Consumer([_Message(_TP("p-sent", 4), 2170)])
+    consumer = _Consumer([_Message(TP("p-sent", 4), 2170)])
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="streams.shutdown_drain"):
         drained = await wait_empty_until(consumer, time.monotonic() + 0.05)
@@ -74,7 +69,7 @@ async def test_an_event_never_handled_is_left_after_the_drain_time(
 
 
 async def test_events_handled_in_time_end_the_wait_at_once() -> None:
-    consumer = _Consumer([_Message(_TP("p-sent", 1), 5)], ack_after_waits=2)
+    consumer = _Consumer([_Message(TP("p-sent", 1), 5)], ack_after_waits=2)
     assert await wait_empty_until(consumer, time.monotonic() + 30) is True
     assert consumer.waits == 2 and consumer.final_commits == 1
 
