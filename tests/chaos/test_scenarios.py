@@ -24,22 +24,7 @@ pytestmark = pytest.mark.slow
 
 #: Scenarios whose invariants fail in some runs today, and why (see the notes on
 #: issue 7 and docs/RELIABILITY.md, "Open findings").
-_STUCK_AFTER_KILL = pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "intermittent in CI (about 1 run in 3 of each, passes locally): after a kill -9 and a "
-        "restart of the worker, its commits on touch-due (sometimes sent, scored) stop moving "
-        "and stay behind even after the partition watchdog re-seeks them (I4), and once a "
-        "lead's table record and Postgres row differed (I5, a version collision fixed since). "
-        "No duplicate send, no opt-out violation, every lead ended in those runs. Open on "
-        "issue 7: suspect the offsets set aside in streams/faust_fixes.py"
-    ),
-)
 KNOWN_BUGS: dict[str, pytest.MarkDecorator] = {
-    "worker-kills": _STUCK_AFTER_KILL,
-    "point-after-ledger-commit": _STUCK_AFTER_KILL,
-    "point-after-provider-accept": _STUCK_AFTER_KILL,
-    "point-before-provider-call": _STUCK_AFTER_KILL,
     "storm": pytest.mark.xfail(
         strict=False,
         reason=(
