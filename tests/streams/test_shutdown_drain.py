@@ -87,6 +87,7 @@ async def test_the_stop_sets_the_deadline_then_stops(monkeypatch: pytest.MonkeyP
         seen.append(getattr(app, "_leadflow_drain_deadline", None))
 
     monkeypatch.setattr(shutdown_drain, "_ORIGINAL_STOP_CONSUMER", original)
+    monkeypatch.setattr(shutdown_drain, "_stop_started", [])
     app = type("App", (), {})()
     before = time.monotonic()
     await shutdown_drain._stop_consumer_with(7.0)(app)
@@ -96,3 +97,24 @@ async def test_the_stop_sets_the_deadline_then_stops(monkeypatch: pytest.MonkeyP
 
 def test_the_worker_app_has_it_installed() -> None:
     assert shutdown_drain.installed()
+
+
+async def test_the_drain_counts_from_the_signal(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Any] = []
+
+    async def on_signal(worker: Any, sig: Any) -> None:
+        calls.append(sig)
+
+    async def stop_consumer(app: Any) -> None:
+        calls.append(getattr(app, "_leadflow_drain_deadline", None))
+
+    monkeypatch.setattr(shutdown_drain, "_ORIGINAL_STOP_ON_SIGNAL", on_signal)
+    monkeypatch.setattr(shutdown_drain, "_ORIGINAL_STOP_CONSUMER", stop_consumer)
+    monkeypatch.setattr(shutdown_drain, "_stop_started", [])
+    signalled = time.monotonic()
+    await shutdown_drain._stop_on_signal(object(), 15)
+    time.sleep(0.05)  # other services stop first
+    await shutdown_drain._stop_consumer_with(7.0)(type("App", (), {})())
+    sig, deadline = calls
+    assert sig == 15
+    assert signalled + 7.0 <= deadline < signalled + 7.05  # from the signal, not from now
