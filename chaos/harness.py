@@ -124,14 +124,19 @@ class FaultHarness:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.forced += 1
-            # What it waits for goes to its log (agents/stack_dump_signal.py).
+            # What it waits for goes to its log (streams/stack_dump_signal.py).
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGUSR2)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(2)
+            if proc.returncode == -signal.SIGUSR2:
+                outcome = "SIGUSR2 ended it before its handler was installed: no stacks"
+            elif proc.returncode is not None:
+                outcome = f"it exited with {proc.returncode} on SIGUSR2 (see worker{index}.log)"
+            else:
+                outcome = f"killed with -9 (its stacks are in worker{index}.log)"
             self.notes.append(
-                f"worker {index} did not exit within {timeout:.0f} s of {_signame(sig)}; "
-                f"killed with -9 (its stacks are in worker{index}.log)"
+                f"worker {index} did not exit within {timeout:.0f} s of {_signame(sig)}; {outcome}"
             )
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)

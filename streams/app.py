@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import faust
 
-from streams import faust_fixes, shutdown_drain
+from streams import faust_fixes, shutdown_drain, stack_dump_signal
 from streams.kafka_config import faust_credentials
 from streams.settings import get_settings
 
@@ -25,6 +25,7 @@ _MAX_POLL_RECORDS = 200
 def create_app() -> faust.App:
     """Build the Faust app from the environment's settings."""
     faust_fixes.install()  # no acks of events Faust skipped at a stop or rebalance
+    stack_dump_signal.install()  # kill -USR2 logs the stacks (never pdb, never a crash)
     s = get_settings()
     faust_app = faust.App(
         s.topic_name("leadflow"),  # the app id; also names consumer groups and changelogs

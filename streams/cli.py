@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> Any:
     if args and args[0] in FAUST_COMMANDS:
         try:
             if args[0] == "worker":  # a wrong password or CA fails here, in one line
+                from streams import stack_dump_signal
                 from streams.kafka_config import check_connection
+
+                stack_dump_signal.install()  # SIGUSR2 logs stacks while it waits, too
 
                 check_connection()
             from streams.app import app  # imported late: Faust is heavy

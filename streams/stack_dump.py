@@ -1,7 +1,7 @@
 """Where a live process is waiting: every thread's stack and every asyncio task's.
 
 For a worker that does not stop or does not move, ``kill -USR2 <pid>``
-writes this dump to the worker's log (see :mod:`agents.stack_dump_signal`).
+writes this dump to the worker's log (see :mod:`streams.stack_dump_signal`).
 Only file names, line numbers and function names are shown, never local
 variables, so the dump holds no lead data.
 """
