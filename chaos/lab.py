@@ -522,6 +522,8 @@ class Session:
             accepted_leads=self.accepted,
             lag_bound_s=bound,
         )
+        if any(c.name == "I4" and not c.ok for c in checks) and self._dump_worker_stacks("I4"):
+            await asyncio.sleep(1.0)  # the dump is written before the workers are stopped
         stats = await self.harness.sim_stats()
         dupes = int(stats.get("duplicates", {}).get("total", 0))
         if dupes:
@@ -541,6 +543,19 @@ class Session:
             notes=[*self.harness.notes, *self.notes],
             figures=dict(self.figures),
         )
+
+    def _dump_worker_stacks(self, why: str) -> bool:
+        """SIGUSR2 every running worker, so its log says where it waits; True if any."""
+        dumped = []
+        for index in self.run.alive():
+            proc = self.run.workers[index]
+            if proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGUSR2)
+                    dumped.append(f"worker{index}.log")
+        if dumped:
+            self.notes.append(f"{why} failed: stacks of running workers in {', '.join(dumped)}")
+        return bool(dumped)
 
 
 class _Stuck(ChaosError):  # noqa: N818 - a control-flow signal, never raised to callers

@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from streams.errors import LeadflowError
+from streams.settings import get_settings
 
 __all__ = ["FAUST_COMMANDS", "cli", "main"]
 
@@ -89,11 +90,14 @@ def main(argv: list[str] | None = None) -> Any:
         try:
             if args[0] == "worker":  # a wrong password or CA fails here, in one line
                 from streams import stack_dump_signal
-                from streams.kafka_config import check_connection
+                from streams.kafka_config import wait_for_connection
 
                 stack_dump_signal.install()  # SIGUSR2 logs stacks while it waits, too
-
-                check_connection()
+                # A broker restarting is waited for; a wrong password is not.
+                wait_for_connection(
+                    get_settings().kafka_start_wait_s,
+                    lambda why: click.echo(f"leadflow: waiting for Kafka: {why}", err=True),
+                )
             from streams.app import app  # imported late: Faust is heavy
         except LeadflowError as exc:
             click.echo(f"leadflow: error: {exc}", err=True)

@@ -38,7 +38,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -471,6 +471,31 @@ def _verify_detail(address: str, s: KafkaSecuritySettings) -> str:
         return f"certificate verify failed: {exc.verify_message}"
     except OSError:
         return ""
+
+
+def wait_for_connection(
+    wait_s: float,
+    on_wait: Callable[[str], None],
+    bootstrap: str | None = None,
+    attempt_s: float = _TIMEOUT_S,
+) -> int:
+    """:func:`check_connection`, retried for up to ``wait_s`` seconds while Kafka is unreachable.
+
+    Each failed attempt (``attempt_s`` at most) is reported to ``on_wait``
+    (address and cause; no record data). A security refusal is raised at once:
+    waiting does not mend a wrong password. Returns the broker count.
+    """
+    deadline = time.monotonic() + wait_s
+    attempt_s = min(attempt_s, max(0.5, wait_s / 2))  # a short wait is still said
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return check_connection(bootstrap, timeout_s=max(0.5, min(attempt_s, left)))
+        except KafkaUnavailableError as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise KafkaUnavailableError(f"{exc}; gave up after {wait_s:g} s") from exc
+            on_wait(f"{exc}; retrying for up to {left:.0f} s more")
 
 
 async def check_connection_async(

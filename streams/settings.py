@@ -225,6 +225,15 @@ class Settings:
             "handled again by the worker that takes the partition (stages are idempotent).",
         ),
     )
+    kafka_start_wait_s: float = field(
+        default=60.0,
+        metadata=_env(
+            "LEADFLOW_KAFKA_START_WAIT_S",
+            "How long `leadflow worker` waits at start for an unreachable Kafka (a broker "
+            "restarting, say), saying so every 10 s, before it exits with an error. A "
+            "refusal for a security reason (password, certificate) fails at once.",
+        ),
+    )
     max_record_bytes: int = field(
         default=100_000,
         metadata=_env(
@@ -281,6 +290,8 @@ class Settings:
             raise ConfigError(f"LEADFLOW_KAFKA_HEAP_MB={self.kafka_heap_mb} must be >= 128")
         if self.shutdown_drain_s < 0:
             raise ConfigError(f"LEADFLOW_SHUTDOWN_DRAIN_S={self.shutdown_drain_s} must be >= 0")
+        if self.kafka_start_wait_s < 0:
+            raise ConfigError(f"LEADFLOW_KAFKA_START_WAIT_S={self.kafka_start_wait_s} must be >= 0")
 
     # --- derived values ------------------------------------------------------
     @property

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import ssl
+import threading
+import time
 from pathlib import Path
 
 import faust
@@ -21,8 +25,10 @@ from streams.kafka_config import (
     confluent_config,
     faust_credentials,
     ssl_context,
+    wait_for_connection,
 )
-from streams.settings import settings_table
+from streams.orchestrate import free_port
+from streams.settings import Settings, settings_table
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +244,61 @@ def test_every_variable_is_documented() -> None:
     }
     assert rows["LEADFLOW_KAFKA_SECURITY_PROTOCOL"][0] == "PLAINTEXT"
     assert all(doc for _, doc in rows.values())
+
+
+# --- waiting for Kafka at a worker's start --------------------------------------------
+
+
+def test_wait_for_connection_gives_up_after_the_wait_saying_each_retry() -> None:
+    said: list[str] = []
+    started = time.monotonic()
+    with pytest.raises(KafkaUnavailableError, match=r"gave up after 2 s"):
+        wait_for_connection(2, said.append, bootstrap=f"127.0.0.1:{free_port()}", attempt_s=0.5)
+    assert time.monotonic() - started >= 2
+    assert len(said) >= 2
+    assert all("retrying for up to" in line for line in said)
+
+
+def _relay_after(delay_s: float, port: int, to: tuple[str, int], stop: threading.Event) -> None:
+    """After ``delay_s``, accept on ``port`` and pipe each connection to ``to``."""
+
+    def pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    time.sleep(delay_s)
+    opened: list[socket.socket] = []
+    with socket.create_server(("127.0.0.1", port)) as server:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                client, _ = server.accept()
+            except TimeoutError:
+                continue
+            upstream = socket.create_connection(to)
+            opened += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+    for sock in opened:
+        sock.close()
+
+
+def test_wait_for_connection_finds_a_broker_that_comes_up_meanwhile(settings: Settings) -> None:
+    host, _, port = settings.bootstrap_servers.split(",")[0].rpartition(":")
+    relay_port, stop, said = free_port(), threading.Event(), list[str]()
+    relay = threading.Thread(
+        target=_relay_after, args=(1.5, relay_port, (host, int(port)), stop), daemon=True
+    )
+    relay.start()
+    try:
+        brokers = wait_for_connection(
+            30, said.append, bootstrap=f"127.0.0.1:{relay_port}", attempt_s=0.5
+        )
+    finally:
+        stop.set()
+        relay.join(5)
+    assert brokers >= 1
+    assert said  # it was down at first, and said so
