@@ -37,6 +37,7 @@ from streams.infra.postgres import LocalPostgres
 from streams.infra.process import pid_alive
 from streams.orchestrate import LocalRun, free_port
 from streams.settings import Settings
+from streams.shutdown_drain import EXIT_STOP_OVERDUE
 
 __all__ = ["ChaosError", "ChaosRun", "FaultHarness", "ServiceUnmanagedError"]
 
@@ -103,6 +104,8 @@ class FaultHarness:
     notes: list[str] = field(default_factory=list)
     #: Workers that outlived their stop signal and were killed with -9.
     forced: int = 0
+    #: Workers that ended their own stop at LEADFLOW_STOP_TIMEOUT_S (status 70).
+    overdue: int = 0
 
     # --- workers -----------------------------------------------------------------------
 
@@ -122,6 +125,12 @@ class FaultHarness:
         proc.send_signal(sig)
         try:
             proc.wait(timeout)
+            if proc.returncode == EXIT_STOP_OVERDUE:
+                self.overdue += 1
+                self.notes.append(
+                    f"worker {index} ran past its stop timeout after {_signame(sig)} and "
+                    f"exited {EXIT_STOP_OVERDUE} (where it waited is in worker{index}.log)"
+                )
         except subprocess.TimeoutExpired:
             self.forced += 1
             # What it waits for goes to its log (streams/stack_dump_signal.py).

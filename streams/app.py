@@ -62,7 +62,8 @@ def create_app() -> faust.App:
         logging_config=None,
     )
     faust_fixes.install(faust_app)  # and redeliver what was set aside, after each rebalance
-    shutdown_drain.install(s.shutdown_drain_s)  # a SIGTERM'd worker exits in bounded time
+    # A SIGTERM'd worker exits in bounded time: the drain, then the whole stop.
+    shutdown_drain.install(s.shutdown_drain_s, s.stop_timeout_s)
     return faust_app
 
 

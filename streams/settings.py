@@ -225,6 +225,15 @@ class Settings:
             "handled again by the worker that takes the partition (stages are idempotent).",
         ),
     )
+    stop_timeout_s: float = field(
+        default=20.0,
+        metadata=_env(
+            "LEADFLOW_STOP_TIMEOUT_S",
+            "On SIGTERM, the longest a worker's whole stop may take: past it the worker "
+            "logs where it waits (stacks, no data) and exits with status 70; what it did "
+            "not commit is handled again. Must exceed LEADFLOW_SHUTDOWN_DRAIN_S; 0: no bound.",
+        ),
+    )
     kafka_start_wait_s: float = field(
         default=60.0,
         metadata=_env(
@@ -290,6 +299,11 @@ class Settings:
             raise ConfigError(f"LEADFLOW_KAFKA_HEAP_MB={self.kafka_heap_mb} must be >= 128")
         if self.shutdown_drain_s < 0:
             raise ConfigError(f"LEADFLOW_SHUTDOWN_DRAIN_S={self.shutdown_drain_s} must be >= 0")
+        if self.stop_timeout_s < 0 or 0 < self.stop_timeout_s <= self.shutdown_drain_s:
+            raise ConfigError(
+                f"LEADFLOW_STOP_TIMEOUT_S={self.stop_timeout_s} must be 0 (no bound) or more "
+                f"than LEADFLOW_SHUTDOWN_DRAIN_S={self.shutdown_drain_s}"
+            )
         if self.kafka_start_wait_s < 0:
             raise ConfigError(f"LEADFLOW_KAFKA_START_WAIT_S={self.kafka_start_wait_s} must be >= 0")
 

@@ -17,12 +17,23 @@ handled again by whichever worker takes the partition, which the stages make
 safe (idempotent sends and state writes). It is what a ``kill -9`` at that
 moment would leave, but with the handled offsets committed and the group
 left cleanly.
+
+The rest of the stop has waits of its own (the storm run caught one in the
+consumer thread's stop, which mode bounds only at 60 s), so the whole stop is
+bounded too: ``LEADFLOW_STOP_TIMEOUT_S`` (default 20 s) after the signal, a
+worker still stopping logs every thread's and event loop's stack (no local
+variables) and exits with status 70. Nothing is lost: what it did not commit
+is handled again, as after a ``kill -9``, which is what a supervisor would
+have sent next anyway.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -31,7 +42,15 @@ from faust.app.base import App
 from faust.transport.consumer import Consumer
 from mode.worker import Worker
 
-__all__ = ["install", "installed", "wait_empty_until"]
+from streams.stack_dump import event_loops, format_stacks
+
+__all__ = [
+    "EXIT_STOP_OVERDUE",
+    "arm_stop_timeout",
+    "install",
+    "installed",
+    "wait_empty_until",
+]
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +111,47 @@ async def _wait_empty(self: Any) -> None:
     await wait_empty_until(self, deadline)
 
 
+#: Exit status of a worker whose stop ran past LEADFLOW_STOP_TIMEOUT_S (EX_SOFTWARE).
+EXIT_STOP_OVERDUE = 70
+
+#: Seconds from the signal after which a stop still under way ends the process (0: never).
+_stop_timeout_s: list[float] = [0.0]
+
+#: How the overdue stop ends the process (a test replaces it).
+_exit: Callable[[int], object] = os._exit
+
+
+def _stop_overdue(timeout_s: float) -> None:
+    """Log where the stop waits, then end the process (runs in the timer's thread)."""
+    log.error(
+        "stopping: still not stopped %g s after the signal (LEADFLOW_STOP_TIMEOUT_S); "
+        "exiting with status %d without the rest of the stop. Uncommitted events are "
+        "handled again by the next owner of their partition. Where it waited:\n%s",
+        timeout_s,
+        EXIT_STOP_OVERDUE,
+        format_stacks(event_loops()),
+    )
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    _exit(EXIT_STOP_OVERDUE)
+
+
+def arm_stop_timeout(timeout_s: float) -> threading.Timer | None:
+    """Start the timer that ends a stop running past ``timeout_s`` (None when 0: no bound)."""
+    if timeout_s <= 0:
+        return None
+    timer = threading.Timer(timeout_s, _stop_overdue, args=(timeout_s,))
+    timer.name = "leadflow-stop-timeout"
+    timer.daemon = True  # a stop that ends in time is not held up by it
+    timer.start()
+    return timer
+
+
 async def _stop_on_signal(self: Any, sig: Any) -> None:
     if not _stop_started:
         _stop_started.append(time.monotonic())
+        arm_stop_timeout(_stop_timeout_s[0])
     await _ORIGINAL_STOP_ON_SIGNAL(self, sig)
 
 
@@ -109,8 +166,14 @@ def _stop_consumer_with(drain_s: float) -> Callable[[Any], Coroutine[Any, Any, N
     return _stop_consumer
 
 
-def install(drain_s: float) -> None:
-    """Bound the stop's wait for unacked events to ``drain_s`` seconds (idempotent)."""
+def install(drain_s: float, stop_timeout_s: float = 0.0) -> None:
+    """Bound the stop's wait for unacked events to ``drain_s`` seconds (idempotent).
+
+    With ``stop_timeout_s`` > 0, a stop on a signal that is still under way
+    that many seconds after the signal logs the stacks and exits with
+    :data:`EXIT_STOP_OVERDUE`.
+    """
+    _stop_timeout_s[0] = stop_timeout_s
     Consumer.wait_empty = _wait_empty  # type: ignore[method-assign]
     Worker._stop_on_signal = _stop_on_signal  # type: ignore[method-assign,assignment]
     App._stop_consumer = _stop_consumer_with(drain_s)  # type: ignore[method-assign,assignment]

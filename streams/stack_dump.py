@@ -9,12 +9,14 @@ variables, so the dump holds no lead data.
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import threading
 import traceback
+from collections.abc import Iterable
 from types import FrameType
 
-__all__ = ["format_stacks"]
+__all__ = ["event_loops", "format_stacks"]
 
 #: Innermost frames shown per stack (the outer ones are the same for every task).
 _DEPTH = 12
@@ -58,20 +60,40 @@ def _await_chain(coro: object) -> list[FrameType]:
     return frames
 
 
-def format_stacks(loop: asyncio.AbstractEventLoop | None = None) -> str:
-    """The stacks of all threads and, when ``loop`` is given, of its pending tasks."""
-    names = {t.ident: t.name for t in threading.enumerate()}
+def event_loops() -> list[asyncio.AbstractEventLoop]:
+    """Every event loop of this process that is not closed (Faust's consumer thread has one)."""
+    return [
+        obj
+        for obj in gc.get_objects()
+        if isinstance(obj, asyncio.AbstractEventLoop) and not obj.is_closed()
+    ]
+
+
+def _loop_tasks(loop: asyncio.AbstractEventLoop, threads: dict[int | None, str]) -> list[str]:
+    tasks = sorted(asyncio.all_tasks(loop), key=lambda t: t.get_name())
+    runner = threads.get(getattr(loop, "_thread_id", None))
+    where = f" (loop running in thread {runner})" if runner else ""
+    out = [f"{len(tasks)} asyncio task(s){where}:"]
+    for task in tasks:
+        coro = task.get_coro()
+        qualname = getattr(coro, "__qualname__", type(coro).__name__)
+        out.append(f"task {task.get_name()} ({qualname}):")
+        frames = _await_chain(coro) or task.get_stack()
+        out.extend(_frame_lines(frames) or ["    (not started)"])
+    return out
+
+
+def format_stacks(
+    loops: asyncio.AbstractEventLoop | Iterable[asyncio.AbstractEventLoop] | None = None,
+) -> str:
+    """The stacks of all threads and, for each loop in ``loops``, of its pending tasks."""
+    threads: dict[int | None, str] = {t.ident: t.name for t in threading.enumerate()}
     out: list[str] = []
     for ident, frame in sorted(sys._current_frames().items()):
-        out.append(f"thread {names.get(ident, ident)}:")
+        out.append(f"thread {threads.get(ident, ident)}:")
         out.extend(_frame_lines(_thread_frames(frame)))
-    if loop is not None:
-        tasks = sorted(asyncio.all_tasks(loop), key=lambda t: t.get_name())
-        out.append(f"{len(tasks)} asyncio task(s):")
-        for task in tasks:
-            coro = task.get_coro()
-            qualname = getattr(coro, "__qualname__", type(coro).__name__)
-            out.append(f"task {task.get_name()} ({qualname}):")
-            frames = _await_chain(coro) or task.get_stack()
-            out.extend(_frame_lines(frames) or ["    (not started)"])
+    if isinstance(loops, asyncio.AbstractEventLoop):
+        loops = [loops]
+    for loop in loops or ():
+        out.extend(_loop_tasks(loop, threads))
     return "\n".join(out)

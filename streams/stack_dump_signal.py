@@ -15,7 +15,6 @@ no terminal, so it would hang); :func:`install` points that at the dump too.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 import threading
@@ -24,26 +23,20 @@ from typing import Any
 
 from mode.worker import Worker
 
-from streams.stack_dump import format_stacks
+from streams.stack_dump import event_loops, format_stacks
 
 __all__ = ["dump_stacks", "install", "installed"]
 
 log = logging.getLogger(__name__)
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
 def dump_stacks() -> None:
     """Log the stacks of this process at WARNING (seen at every log level we use).
 
-    Includes the asyncio tasks when an event loop runs in this thread.
+    Includes the asyncio tasks of every event loop: the main one and the
+    consumer thread's, where aiokafka's fetches, commits and group calls run.
     """
-    log.warning("stack dump on SIGUSR2:\n%s", format_stacks(_running_loop()))
+    log.warning("stack dump on SIGUSR2:\n%s", format_stacks(event_loops()))
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:

@@ -51,6 +51,12 @@ def test_empty_value_keeps_default() -> None:
         ({"LEADFLOW_PG_PORT": "70000"}, "LEADFLOW_PG_PORT=70000 is not a TCP port"),
         ({"LEADFLOW_TOPIC_PARTITIONS": "0"}, "LEADFLOW_TOPIC_PARTITIONS=0 must be >= 1"),
         ({"LEADFLOW_TIME_SCALE": "-1"}, "LEADFLOW_TIME_SCALE=-1.0 must be > 0"),
+        ({"LEADFLOW_SHUTDOWN_DRAIN_S": "-1"}, "LEADFLOW_SHUTDOWN_DRAIN_S=-1.0 must be >= 0"),
+        (
+            {"LEADFLOW_STOP_TIMEOUT_S": "5", "LEADFLOW_SHUTDOWN_DRAIN_S": "10"},
+            "LEADFLOW_STOP_TIMEOUT_S=5.0 must be 0 (no bound) or more than",
+        ),
+        ({"LEADFLOW_KAFKA_START_WAIT_S": "-2"}, "LEADFLOW_KAFKA_START_WAIT_S=-2.0 must be >= 0"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], needle: str) -> None:

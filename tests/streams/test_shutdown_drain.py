@@ -118,3 +118,44 @@ async def test_the_drain_counts_from_the_signal(monkeypatch: pytest.MonkeyPatch)
     sig, deadline = calls
     assert sig == 15
     assert signalled + 7.0 <= deadline < signalled + 7.05  # from the signal, not from now
+
+
+# --- the whole stop's bound -----------------------------------------------------------
+
+
+def test_an_overdue_stop_logs_the_stacks_and_exits_70(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    exited: list[int] = []
+    monkeypatch.setattr(shutdown_drain, "_exit", exited.append)
+    with caplog.at_level(logging.ERROR, logger="streams.shutdown_drain"):
+        timer = shutdown_drain.arm_stop_timeout(0.1)
+        assert timer is not None
+        timer.join(5)
+    assert exited == [shutdown_drain.EXIT_STOP_OVERDUE] == [70]
+    (record,) = caplog.records
+    assert "still not stopped 0.1 s after the signal" in record.getMessage()
+    assert "thread MainThread:" in record.getMessage()
+
+
+def test_a_stop_timeout_of_zero_arms_nothing() -> None:
+    assert shutdown_drain.arm_stop_timeout(0) is None
+
+
+async def test_the_signal_arms_the_stop_timeout_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    armed: list[float] = []
+
+    async def on_signal(worker: Any, sig: Any) -> None:
+        pass
+
+    monkeypatch.setattr(shutdown_drain, "_ORIGINAL_STOP_ON_SIGNAL", on_signal)
+    monkeypatch.setattr(shutdown_drain, "_stop_started", [])
+    monkeypatch.setattr(shutdown_drain, "_stop_timeout_s", [20.0])
+    monkeypatch.setattr(shutdown_drain, "arm_stop_timeout", armed.append)
+    await shutdown_drain._stop_on_signal(object(), 15)
+    await shutdown_drain._stop_on_signal(object(), 15)  # a second SIGTERM
+    assert armed == [20.0]
+
+
+def test_the_worker_app_bounds_the_whole_stop() -> None:
+    assert shutdown_drain._stop_timeout_s == [20.0]

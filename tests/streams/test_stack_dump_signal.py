@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,16 +37,37 @@ async def test_dump_stacks_logs_at_warning_with_the_tasks(caplog: pytest.LogCapt
     (record,) = caplog.records
     assert record.levelno == logging.WARNING
     assert "stack dump on SIGUSR2" in record.getMessage()
-    assert "asyncio task(s):" in record.getMessage()
+    assert "asyncio task(s) (loop running in thread MainThread):" in record.getMessage()
     assert "in test_dump_stacks_logs_at_warning_with_the_tasks" in record.getMessage()
 
 
-def test_without_a_loop_the_dump_has_the_threads(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger=_LOGGER):
-        dump_stacks()
-    (record,) = caplog.records
-    assert "thread MainThread:" in record.getMessage()
-    assert "asyncio task" not in record.getMessage()
+def test_the_dump_includes_a_loop_running_in_another_thread(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = asyncio.new_event_loop()
+    started, release = threading.Event(), asyncio.Event()
+
+    async def parked_in_consumer_thread() -> None:
+        started.set()
+        await release.wait()
+
+    def run() -> None:
+        loop.run_until_complete(parked_in_consumer_thread())
+
+    thread = threading.Thread(target=run, name="consumer-like")
+    thread.start()
+    try:
+        assert started.wait(5)
+        with caplog.at_level(logging.WARNING, logger=_LOGGER):
+            dump_stacks()  # from the main thread, with no loop running here
+    finally:
+        loop.call_soon_threadsafe(release.set)
+        thread.join(5)
+        loop.close()
+    message = caplog.records[0].getMessage()
+    assert "thread MainThread:" in message
+    assert "(loop running in thread consumer-like):" in message
+    assert "in parked_in_consumer_thread" in message
 
 
 @pytest.mark.usefixtures("restore_sigusr2")
