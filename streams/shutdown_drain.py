@@ -29,6 +29,7 @@ have sent next anyway.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -38,6 +39,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from aiokafka.consumer.group_coordinator import GroupCoordinator
 from faust.app.base import App
 from faust.transport.consumer import Consumer
 from mode.worker import Worker
@@ -45,6 +47,7 @@ from mode.worker import Worker
 from streams.stack_dump import event_loops, format_stacks
 
 __all__ = [
+    "CLOSE_JOIN_WAIT_S",
     "EXIT_STOP_OVERDUE",
     "arm_stop_timeout",
     "install",
@@ -166,6 +169,42 @@ def _stop_consumer_with(drain_s: float) -> Callable[[Any], Coroutine[Any, Any, N
     return _stop_consumer
 
 
+#: At a stop, how long the consumer's close waits for a group join in flight.
+#: A JoinGroup is held by the broker until every member rejoins (up to the
+#: rebalance timeout, minutes), and aiokafka's close waits for it.
+CLOSE_JOIN_WAIT_S = 5.0
+
+
+async def _close_coordinator(self: Any) -> None:
+    """aiokafka's ``GroupCoordinator.close``, with the wait for a join in flight bounded.
+
+    In the storm run, stops stuck here for good: a worker SIGTERM'd during a
+    rebalance sat in ``close`` awaiting its JoinGroup while the broker waited
+    for the other members. After :data:`CLOSE_JOIN_WAIT_S` the join is
+    cancelled and the worker leaves the group, which also lets the rebalance
+    go on without it. Offsets were committed before this (Faust's stop
+    commits first). The rest mirrors aiokafka 0.14's ``close``.
+    """
+    if self._closing.done():
+        return
+    self._closing.set_result(None)
+    task = self._coordination_task
+    if not task.done():
+        done, _ = await asyncio.wait([task], timeout=CLOSE_JOIN_WAIT_S)
+        if not done:
+            log.warning(
+                "stopping: the consumer group's join was still waiting on the broker "
+                "after %g s (a rebalance under way); leaving the group without it",
+                CLOSE_JOIN_WAIT_S,
+            )
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    await self._stop_heartbeat_task()
+    await self._stop_commit_offsets_refresh_task()
+    await self._maybe_leave_group()
+
+
 def install(drain_s: float, stop_timeout_s: float = 0.0) -> None:
     """Bound the stop's wait for unacked events to ``drain_s`` seconds (idempotent).
 
@@ -174,6 +213,7 @@ def install(drain_s: float, stop_timeout_s: float = 0.0) -> None:
     :data:`EXIT_STOP_OVERDUE`.
     """
     _stop_timeout_s[0] = stop_timeout_s
+    GroupCoordinator.close = _close_coordinator
     Consumer.wait_empty = _wait_empty  # type: ignore[method-assign]
     Worker._stop_on_signal = _stop_on_signal  # type: ignore[method-assign,assignment]
     App._stop_consumer = _stop_consumer_with(drain_s)  # type: ignore[method-assign,assignment]
@@ -185,4 +225,5 @@ def installed() -> bool:
         Consumer.wait_empty is _wait_empty
         and Worker._stop_on_signal is _stop_on_signal
         and hasattr(App._stop_consumer, "leadflow_drain_s")
+        and GroupCoordinator.close is _close_coordinator
     )

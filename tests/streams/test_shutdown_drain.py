@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -159,3 +160,44 @@ async def test_the_signal_arms_the_stop_timeout_once(monkeypatch: pytest.MonkeyP
 
 def test_the_worker_app_bounds_the_whole_stop() -> None:
     assert shutdown_drain._stop_timeout_s == [20.0]
+
+
+class _Coordinator:
+    """What ``GroupCoordinator.close`` touches, with a join that never returns."""
+
+    def __init__(self, join: asyncio.Task[None]) -> None:
+        self._closing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._coordination_task = join
+        self.calls: list[str] = []
+
+    async def _stop_heartbeat_task(self) -> None:
+        self.calls.append("heartbeat stopped")
+
+    async def _stop_commit_offsets_refresh_task(self) -> None:
+        self.calls.append("refresh stopped")
+
+    async def _maybe_leave_group(self) -> None:
+        self.calls.append("left group")
+
+
+async def test_close_cancels_a_join_held_by_the_broker_and_leaves(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(shutdown_drain, "CLOSE_JOIN_WAIT_S", 0.1)
+    join = asyncio.create_task(asyncio.sleep(3600))  # JoinGroup held for the rebalance
+    coordinator = _Coordinator(join)
+    with caplog.at_level(logging.WARNING, logger="streams.shutdown_drain"):
+        await asyncio.wait_for(shutdown_drain._close_coordinator(coordinator), 5)
+    assert join.cancelled()
+    assert coordinator.calls == ["heartbeat stopped", "refresh stopped", "left group"]
+    assert "still waiting on the broker" in caplog.text
+
+
+async def test_close_waits_for_a_join_that_ends_in_time() -> None:
+    join = asyncio.create_task(asyncio.sleep(0.05))
+    coordinator = _Coordinator(join)
+    await shutdown_drain._close_coordinator(coordinator)
+    assert join.done() and not join.cancelled()
+    assert coordinator.calls[-1] == "left group"
+    await shutdown_drain._close_coordinator(coordinator)  # closing twice does nothing more
+    assert len(coordinator.calls) == 3
