@@ -25,15 +25,6 @@ pytestmark = pytest.mark.slow
 #: Scenarios whose invariants fail in some runs today, and why (see the notes on
 #: issue 7 and docs/RELIABILITY.md, "Open findings").
 KNOWN_BUGS: dict[str, pytest.MarkDecorator] = {
-    "storm": pytest.mark.xfail(
-        strict=False,
-        reason=(
-            "intermittent: a worker leaving with SIGTERM mid-rebalance does not exit within "
-            "25 s (killed -9), and the worker taking over its partitions finds no offset ever "
-            "committed on them and keeps stalling (watchdog re-seeks every 14 s): leads stuck "
-            "in_sequence (I2) and lag (I4). Open on issue 7"
-        ),
-    ),
     "broker": pytest.mark.xfail(
         strict=False,
         reason=(
