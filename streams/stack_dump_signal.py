@@ -15,6 +15,7 @@ no terminal, so it would hang); :func:`install` points that at the dump too.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import threading
@@ -53,14 +54,23 @@ def _on_sigusr2(self: Any) -> None:
 def install() -> None:
     """Make SIGUSR2 log the stacks, from now on and after the worker starts (idempotent).
 
+    Also turns on :mod:`faulthandler`, so a fatal signal leaves every thread's stack.
+
     The process-wide handler can only be set from the main thread; from
     another thread only mode's callback is changed.
     """
     Worker._on_sigusr2 = _on_sigusr2  # type: ignore[method-assign]
+    # A crash in C code (librdkafka's SIGSEGV under broker restarts) writes the
+    # Python stack of every thread to stderr, the worker log (no local values).
+    faulthandler.enable(all_threads=True)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGUSR2, _on_signal)
 
 
 def installed() -> bool:
     """True when SIGUSR2 is ours: the process handler and mode's callback."""
-    return signal.getsignal(signal.SIGUSR2) is _on_signal and Worker._on_sigusr2 is _on_sigusr2
+    return (
+        signal.getsignal(signal.SIGUSR2) is _on_signal
+        and Worker._on_sigusr2 is _on_sigusr2
+        and faulthandler.is_enabled()
+    )

@@ -122,3 +122,25 @@ def test_a_process_still_starting_survives_the_signal_and_logs(tmp_path: Path) -
         _, err = proc.communicate(timeout=10)
     assert b"stack dump on SIGUSR2" in err
     assert b"thread MainThread:" in err
+
+
+# A process that crashes in C code after the install, as librdkafka did.
+_SEGFAULT = """
+import ctypes
+from streams import stack_dump_signal
+stack_dump_signal.install()
+ctypes.string_at(0)
+"""
+
+
+def test_a_crash_in_c_code_leaves_the_python_stacks() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _SEGFAULT],
+        capture_output=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == -signal.SIGSEGV
+    assert b"Fatal Python error: Segmentation fault" in proc.stderr
+    assert b"most recent call first" in proc.stderr
