@@ -10,17 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from confluent_kafka import (
-    Consumer,
-    ConsumerGroupTopicPartitions,
-    KafkaError,
-    KafkaException,
-    TopicPartition,
-)
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streams.admin_futures import admin_result
@@ -72,31 +65,37 @@ def worker_group(settings: Settings) -> str:
     return settings.topic_name("leadflow")
 
 
-#: One admin client and one consumer per bootstrap list, kept for the process's
-#: life: a worker reads lag every few seconds, and librdkafka clients created and
+#: One consumer per (bootstrap list, group), kept for the process's life: a
+#: worker reads lag every few seconds, and librdkafka clients created and
 #: destroyed that often while the broker restarts crashed the worker (SIGSEGV).
-_clients: dict[str, tuple[AdminClient, Consumer, threading.Lock]] = {}
+#: The committed offsets are read by a consumer that carries the group's id
+#: (``committed``), never by the admin API's ``list_consumer_group_offsets``:
+#: an admin client has no group handle, and librdkafka 2.16 dereferences it
+#: when the broker answers NOT_COORDINATOR, as it does while it restarts
+#: (confluent-kafka-javascript#374; the worker died of SIGSEGV in the fault
+#: suite's broker scenario). The consumer never subscribes, so it never joins
+#: the group and never commits.
+_clients: dict[tuple[str, str], tuple[Consumer, threading.Lock]] = {}
 _clients_lock = threading.Lock()
 
 
-def _lag_clients(bootstrap: str) -> tuple[AdminClient, Consumer, threading.Lock]:
+def _lag_consumer(bootstrap: str, group: str) -> tuple[Consumer, threading.Lock]:
     with _clients_lock:
-        found = _clients.get(bootstrap)
+        found = _clients.get((bootstrap, group))
         if found is None:
-            config: dict[str, str | int | float | bool] = {
-                "bootstrap.servers": bootstrap,
-                **confluent_config(),
-            }
-            config["log_level"] = 0  # a broker restart is reported by the calls, not 20 lines/s
             consumer = Consumer(
                 {
-                    **config,
-                    "group.id": f"leadflow-lag-{uuid.uuid4().hex[:8]}",
+                    "bootstrap.servers": bootstrap,
+                    **confluent_config(),
+                    # a broker restart is reported by the calls, not 20 lines/s
+                    "log_level": 0,
+                    "group.id": group,
                     "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
                 }
             )
-            found = (AdminClient(config), consumer, threading.Lock())
-            _clients[bootstrap] = found
+            found = (consumer, threading.Lock())
+            _clients[(bootstrap, group)] = found
         return found
 
 
@@ -104,13 +103,12 @@ def group_lag(
     bootstrap: str, group: str, topics: Iterable[str], timeout_s: float = 10.0
 ) -> list[PartitionLag]:
     """Lag of ``group`` on every partition of ``topics`` (missing topics are skipped)."""
-    admin, consumer, lock = _lag_clients(bootstrap)
+    consumer, lock = _lag_consumer(bootstrap, group)
     with lock:
-        return _group_lag(admin, consumer, bootstrap, group, topics, timeout_s)
+        return _group_lag(consumer, bootstrap, group, topics, timeout_s)
 
 
 def _group_lag(
-    admin: AdminClient,
     consumer: Consumer,
     bootstrap: str,
     group: str,
@@ -120,7 +118,7 @@ def _group_lag(
     known = {}
     for topic in topics:  # per topic: a broker may hold thousands of others
         try:
-            found = admin.list_topics(topic=topic, timeout=timeout_s).topics.get(topic)
+            found = consumer.list_topics(topic=topic, timeout=timeout_s).topics.get(topic)
         except KafkaException as exc:
             raise KafkaUnavailableError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
         if found is not None and found.error is None and found.partitions:
@@ -129,13 +127,9 @@ def _group_lag(
     if not parts:
         return []
     try:
-        future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, parts)])[
-            group
-        ]
-        answer = admin_result(admin, future, timeout_s, f"offsets of group {group}")
         committed = {
             (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
-            for tp in answer.topic_partitions
+            for tp in consumer.committed(parts, timeout=timeout_s)
         }
         out = []
         for tp in parts:
