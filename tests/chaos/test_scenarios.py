@@ -28,9 +28,9 @@ KNOWN_BUGS: dict[str, pytest.MarkDecorator] = {
     "broker": pytest.mark.xfail(
         strict=False,
         reason=(
-            "a worker still dies with SIGSEGV now and then when the broker comes back, "
-            "after the lag clients were made long-lived (which fixed it in local runs); the "
-            "restarted worker and the sweeper keep the invariants, but the crash is a finding"
+            "a worker died with SIGSEGV in librdkafka's admin OffsetFetch when the broker "
+            "restarted; lag reads no longer use it (session 7, one clean full-size run "
+            "since); kept until more runs agree"
         ),
     ),
 }
