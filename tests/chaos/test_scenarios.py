@@ -24,16 +24,7 @@ pytestmark = pytest.mark.slow
 
 #: Scenarios whose invariants fail in some runs today, and why (see the notes on
 #: issue 7 and docs/RELIABILITY.md, "Open findings").
-KNOWN_BUGS: dict[str, pytest.MarkDecorator] = {
-    "broker": pytest.mark.xfail(
-        strict=False,
-        reason=(
-            "a worker died with SIGSEGV in librdkafka's admin OffsetFetch when the broker "
-            "restarted; lag reads no longer use it (session 7, one clean full-size run "
-            "since); kept until more runs agree"
-        ),
-    ),
-}
+KNOWN_BUGS: dict[str, pytest.MarkDecorator] = {}
 
 
 #: The control row; scale-out 1 is the same run.
