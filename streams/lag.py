@@ -24,6 +24,7 @@ from streams.settings import Settings
 __all__ = [
     "STAGE_INPUT_TOPICS",
     "PartitionLag",
+    "committed_offsets",
     "group_lag",
     "group_member_count",
     "stage_lag",
@@ -97,6 +98,22 @@ def _lag_consumer(bootstrap: str, group: str) -> tuple[Consumer, threading.Lock]
             found = (consumer, threading.Lock())
             _clients[(bootstrap, group)] = found
         return found
+
+
+def committed_offsets(
+    bootstrap: str, group: str, parts: Iterable[tuple[str, int]], timeout_s: float = 10.0
+) -> dict[tuple[str, int], int | None]:
+    """The offsets ``group`` committed on ``parts`` (None where it has none)."""
+    asked = [TopicPartition(topic, partition) for topic, partition in parts]
+    if not asked:
+        return {}
+    consumer, lock = _lag_consumer(bootstrap, group)
+    try:
+        with lock:
+            answer = consumer.committed(asked, timeout=timeout_s)
+    except KafkaException as exc:
+        raise KafkaUnavailableError(f"cannot read offsets of group {group}: {exc}") from exc
+    return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in answer}
 
 
 def group_lag(

@@ -63,7 +63,7 @@ from streams.errors import (
     KafkaUnavailableError,
     LeadflowError,
 )
-from streams.lag import group_member_count, worker_group
+from streams.lag import committed_offsets, group_member_count, worker_group
 from streams.settings import Settings
 from streams.state_machine import State
 from streams.topics import by_name
@@ -625,23 +625,6 @@ def _read(
         consumer.unassign()
 
 
-def _committed(
-    admin: AdminClient, group: str, parts: Sequence[tuple[str, int]]
-) -> dict[tuple[str, int], int | None]:
-    if not parts:
-        return {}
-    request = ConsumerGroupTopicPartitions(group, [TopicPartition(t, p) for t, p in parts])
-    try:
-        future = admin.list_consumer_group_offsets([request])[group]
-        result = admin_result(admin, future, _TIMEOUT_S, f"offsets of group {group}")
-    except KafkaException as exc:
-        raise KafkaUnavailableError(f"cannot read offsets of group {group}: {exc}") from exc
-    return {
-        (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
-        for tp in result.topic_partitions
-    }
-
-
 def _alter(admin: AdminClient, group: str, offsets: Sequence[tuple[str, int, int]]) -> None:
     request = ConsumerGroupTopicPartitions(group, [TopicPartition(t, p, o) for t, p, o in offsets])
     try:
@@ -907,7 +890,9 @@ def reset_group(
     consumer = _consumer(settings)
     try:
         plans = _plan(consumer, settings, selection)
-        committed = _committed(admin, group, [(topic, p.partition) for p in plans])
+        committed = committed_offsets(
+            settings.bootstrap_servers, group, [(topic, p.partition) for p in plans], _TIMEOUT_S
+        )
         ranges = {}
         for p in plans:
             p.committed = committed.get((topic, p.partition))
@@ -955,7 +940,7 @@ def restore(
     consumer = _consumer(settings)
     moves: list[tuple[str, int, int | None, int]] = []
     try:
-        current = _committed(admin, group, list(offsets))
+        current = committed_offsets(settings.bootstrap_servers, group, list(offsets), _TIMEOUT_S)
         for (topic, partition), offset in sorted(offsets.items()):
             if offset is None:
                 try:

@@ -7,7 +7,13 @@ import uuid
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streams.admin import ensure_topics
-from streams.lag import STAGE_INPUT_TOPICS, PartitionLag, group_lag, group_member_count
+from streams.lag import (
+    STAGE_INPUT_TOPICS,
+    PartitionLag,
+    committed_offsets,
+    group_lag,
+    group_member_count,
+)
 from streams.settings import Settings
 
 
@@ -49,6 +55,11 @@ def test_group_lag_follows_commits_on_the_broker(settings: Settings) -> None:
     }
     assert after[(topic, 0)].committed == end - 2
     assert after[(topic, 0)].lag == 2
+    assert committed_offsets(settings.bootstrap_servers, group, [(topic, 0), (topic, 1)]) == {
+        (topic, 0): end - 2,
+        (topic, 1): None,
+    }
+    assert committed_offsets(settings.bootstrap_servers, group, []) == {}
     assert group_member_count(settings.bootstrap_servers, group) == 0
 
 
