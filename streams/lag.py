@@ -71,11 +71,12 @@ def worker_group(settings: Settings) -> str:
 #: destroyed that often while the broker restarts crashed the worker (SIGSEGV).
 #: The committed offsets are read by a consumer that carries the group's id
 #: (``committed``), never by the admin API's ``list_consumer_group_offsets``:
-#: an admin client has no group handle, and librdkafka 2.16 dereferences it
-#: when the broker answers NOT_COORDINATOR, as it does while it restarts
-#: (confluent-kafka-javascript#374; the worker died of SIGSEGV in the fault
-#: suite's broker scenario). The consumer never subscribes, so it never joins
-#: the group and never commits.
+#: an admin client has no group handle, and librdkafka's OffsetFetch reply
+#: handler is reported to dereference it when the broker answers
+#: NOT_COORDINATOR, as it does while it restarts (confluent-kafka-javascript
+#: #374). Workers died of SIGSEGV in the fault suite's broker scenario with
+#: that call and not without it (docs/RELIABILITY.md). The consumer never
+#: subscribes, so it never joins the group and never commits.
 _clients: dict[tuple[str, str], tuple[Consumer, threading.Lock]] = {}
 _clients_lock = threading.Lock()
 
@@ -110,10 +111,19 @@ def committed_offsets(
     consumer, lock = _lag_consumer(bootstrap, group)
     try:
         with lock:
-            answer = consumer.committed(asked, timeout=timeout_s)
+            return _read_committed(consumer, asked, timeout_s)
     except KafkaException as exc:
         raise KafkaUnavailableError(f"cannot read offsets of group {group}: {exc}") from exc
-    return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in answer}
+
+
+def _read_committed(
+    consumer: Consumer, parts: list[TopicPartition], timeout_s: float
+) -> dict[tuple[str, int], int | None]:
+    """The consumer's group's committed offsets on ``parts`` (None where none yet)."""
+    return {
+        (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
+        for tp in consumer.committed(parts, timeout=timeout_s)
+    }
 
 
 def group_lag(
@@ -144,10 +154,7 @@ def _group_lag(
     if not parts:
         return []
     try:
-        committed = {
-            (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
-            for tp in consumer.committed(parts, timeout=timeout_s)
-        }
+        committed = _read_committed(consumer, parts, timeout_s)
         out = []
         for tp in parts:
             low, high = _watermarks(consumer, tp, timeout_s)

@@ -60,8 +60,9 @@ def install() -> None:
     another thread only mode's callback is changed.
     """
     Worker._on_sigusr2 = _on_sigusr2  # type: ignore[method-assign]
-    # A crash in C code (librdkafka's SIGSEGV under broker restarts) writes the
-    # Python stack of every thread to stderr, the worker log (no local values).
+    # A fatal signal in Python or C code writes the Python stack of every thread
+    # to stderr, the worker log (no local values). A fault inside a librdkafka
+    # thread, which blocks signals, still ends the process without it.
     faulthandler.enable(all_threads=True)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGUSR2, _on_signal)
