@@ -7,7 +7,8 @@ A stage reads its input topic as raw bytes in batches
 2. the stage handles the decoded items and returns outputs and per-item
    failures (a failure becomes a dead letter with its reason and origin);
 3. a :class:`~streams.errors.TransientError` (Postgres down) holds the whole
-   batch: back off and retry, never dead-letter for it. Any other exception
+   batch: back off (doubling from 0.2 s up to ``LEADFLOW_RETRY_BACKOFF_MAX_S``)
+   and retry, never dead-letter for it. Any other exception
    escaping the stage re-runs the batch one item at a time, so only the
    poison item is dead-lettered;
 4. outputs and dead letters are produced and their delivery awaited;
@@ -43,6 +44,7 @@ from streams.codec import AvroCodec
 from streams.errors import CodecError, LeadflowError, RecordTooLargeError, TransientError
 from streams.faust_fixes import ack_processed, set_aside
 from streams.metrics import StageMetrics
+from streams.settings import get_settings
 
 if TYPE_CHECKING:
     from agents.context import PipelineContext
@@ -178,7 +180,7 @@ class StageRunner:
         dead_letter_topic: str,
         batch_size: int = 500,
         batch_within: float = 0.05,
-        max_backoff: float = 30.0,
+        max_backoff: float = 5.0,
         drain_timeout: float = 20.0,
         max_record_bytes: int = 100_000,
     ) -> None:
@@ -432,6 +434,7 @@ def runner_for(stage: Stage, ctx: PipelineContext, topic: str) -> StageRunner:
         batch_size=ctx.settings.stage_batch_size,
         batch_within=ctx.settings.stage_batch_within_ms / 1000,
         max_record_bytes=ctx.settings.max_record_bytes,
+        max_backoff=ctx.settings.retry_backoff_max_s,
     )
 
 
@@ -489,13 +492,16 @@ def encode_history(history: Sequence[Mapping[str, Any]]) -> bytes:
 
 
 async def hold_until_done(
-    action: Callable[[], Awaitable[_T]], what: str, *, max_backoff: float = 30.0
+    action: Callable[[], Awaitable[_T]], what: str, *, max_backoff: float | None = None
 ) -> _T:
     """Run ``action`` until it stops raising :class:`TransientError` (backing off); its result.
 
     For writes that must happen after the state table moved on (the Postgres
     mirror): retrying the write alone keeps the batch's transitions intact.
+    The pause doubles up to ``max_backoff`` (default ``LEADFLOW_RETRY_BACKOFF_MAX_S``).
     """
+    if max_backoff is None:
+        max_backoff = get_settings().retry_backoff_max_s
     delay = 0.2
     while True:
         try:

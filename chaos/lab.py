@@ -38,6 +38,7 @@ from psycopg import sql
 
 from chaos.harness import ChaosError, ChaosRun, FaultHarness, describe_exit
 from chaos.invariants import INVARIANTS, check_all
+from chaos.log_digest import digest
 from sinks.campaigns import CampaignStore
 from sinks.migrate import apply_migrations
 from streams.admin import admin_client, ensure_topics
@@ -534,6 +535,9 @@ class Session:
         )
         if nudges:
             self.figures["watchdog nudges (stalled partitions)"] = nudges
+        if not all(c.ok for c in checks):
+            # The logs are gone after a CI run; their digest stays in the message.
+            self.notes += [f"log: {line}" for line in digest(self.folder.glob("worker*.log"))]
         return ScenarioResult(
             scenario=scenario or self.name,
             faults=list(self.harness.log),

@@ -206,6 +206,16 @@ class Settings:
             "Longest a stage waits to fill a batch before handling what it has.",
         ),
     )
+    retry_backoff_max_s: float = field(
+        default=5.0,
+        metadata=_env(
+            "LEADFLOW_RETRY_BACKOFF_MAX_S",
+            "Longest pause (before jitter) between retries of work held for a transient "
+            "failure (Postgres or Kafka unavailable). The pause doubles from 0.2 s up to "
+            "this; each retry is one connection attempt, so a short cap lets stages resume "
+            "within seconds of the service coming back.",
+        ),
+    )
     group_session_timeout_s: float = field(
         default=10.0,
         metadata=_env(
@@ -299,6 +309,10 @@ class Settings:
             raise ConfigError(f"LEADFLOW_KAFKA_HEAP_MB={self.kafka_heap_mb} must be >= 128")
         if self.shutdown_drain_s < 0:
             raise ConfigError(f"LEADFLOW_SHUTDOWN_DRAIN_S={self.shutdown_drain_s} must be >= 0")
+        if self.retry_backoff_max_s < 0.2:
+            raise ConfigError(
+                f"LEADFLOW_RETRY_BACKOFF_MAX_S={self.retry_backoff_max_s} must be >= 0.2"
+            )
         if self.stop_timeout_s < 0 or 0 < self.stop_timeout_s <= self.shutdown_drain_s:
             raise ConfigError(
                 f"LEADFLOW_STOP_TIMEOUT_S={self.stop_timeout_s} must be 0 (no bound) or more "

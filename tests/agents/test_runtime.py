@@ -28,7 +28,7 @@ from agents.runtime import (
     error_reason,
     hold_until_done,
 )
-from streams import metrics
+from streams import metrics, settings
 from streams.codec import AvroCodec
 from streams.errors import (
     CodecError,
@@ -672,6 +672,19 @@ async def test_hold_until_done_retries_transient_errors(sleeps: list[float]) -> 
     await hold_until_done(_action(outcomes, calls), "mirror", max_backoff=0.5)
     assert len(calls) == 4
     assert sleeps == pytest.approx([0.2, 0.4, 0.5])
+
+
+@pytest.mark.usefixtures("no_jitter")
+async def test_hold_until_done_caps_its_pause_at_the_configured_backoff(
+    sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        settings, "_cached", settings.Settings.from_env({"LEADFLOW_RETRY_BACKOFF_MAX_S": "0.3"})
+    )
+    calls: list[int] = []
+    outcomes = iter([TransientError("a"), TransientError("b"), TransientError("c"), None])
+    await hold_until_done(_action(outcomes, calls), "mirror")
+    assert sleeps == pytest.approx([0.2, 0.3, 0.3])
 
 
 async def test_hold_until_done_runs_once_when_it_succeeds(sleeps: list[float]) -> None:

@@ -52,6 +52,7 @@ def test_empty_value_keeps_default() -> None:
         ({"LEADFLOW_TOPIC_PARTITIONS": "0"}, "LEADFLOW_TOPIC_PARTITIONS=0 must be >= 1"),
         ({"LEADFLOW_TIME_SCALE": "-1"}, "LEADFLOW_TIME_SCALE=-1.0 must be > 0"),
         ({"LEADFLOW_SHUTDOWN_DRAIN_S": "-1"}, "LEADFLOW_SHUTDOWN_DRAIN_S=-1.0 must be >= 0"),
+        ({"LEADFLOW_RETRY_BACKOFF_MAX_S": "0"}, "LEADFLOW_RETRY_BACKOFF_MAX_S=0.0 must be >= 0.2"),
         (
             {"LEADFLOW_STOP_TIMEOUT_S": "5", "LEADFLOW_SHUTDOWN_DRAIN_S": "10"},
             "LEADFLOW_STOP_TIMEOUT_S=5.0 must be 0 (no bound) or more than",
