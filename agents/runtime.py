@@ -180,7 +180,7 @@ class StageRunner:
         dead_letter_topic: str,
         batch_size: int = 500,
         batch_within: float = 0.05,
-        max_backoff: float = 5.0,
+        max_backoff: float | None = None,
         drain_timeout: float = 20.0,
         max_record_bytes: int = 100_000,
     ) -> None:
@@ -190,7 +190,10 @@ class StageRunner:
         self.dead_letter_topic = dead_letter_topic
         self.batch_size = batch_size
         self.batch_within = batch_within
-        self.max_backoff = max_backoff
+        #: Longest retry pause (default ``LEADFLOW_RETRY_BACKOFF_MAX_S``).
+        self.max_backoff = (
+            get_settings().retry_backoff_max_s if max_backoff is None else max_backoff
+        )
         self.drain_timeout = drain_timeout
         self.max_record_bytes = max_record_bytes
         self.codec = AvroCodec(stage.input_schema, subject=input_topic)
