@@ -1,7 +1,8 @@
 """How every stage runs: batches, dead letters, durable outputs, then acks.
 
 A stage reads its input topic as raw bytes in batches
-(``stream.noack_take``), so nothing is acked behind its back. For each batch:
+(:func:`~streams.batched_take.take_batches`, Faust's ``noack_take`` without
+its idle wake-ups), so nothing is acked behind its back. For each batch:
 
 1. each event is decoded; one that does not decode becomes a dead letter;
 2. the stage handles the decoded items and returns outputs and per-item
@@ -40,6 +41,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from agents.faults import raise_point
+from streams.batched_take import TakeBatches, take_batches
 from streams.codec import AvroCodec
 from streams.errors import CodecError, LeadflowError, RecordTooLargeError, TransientError
 from streams.faust_fixes import ack_processed, set_aside
@@ -183,8 +185,11 @@ class StageRunner:
         max_backoff: float | None = None,
         drain_timeout: float = 20.0,
         max_record_bytes: int = 100_000,
+        take: TakeBatches = take_batches,
     ) -> None:
         self.stage = stage
+        #: How batches are taken from the stream (tests pass a stand-in).
+        self.take = take
         self.producer = producer
         self.input_topic = input_topic
         self.dead_letter_topic = dead_letter_topic
@@ -214,7 +219,7 @@ class StageRunner:
         while Faust stops or rebalances); one that did not finish is set
         aside, never committed, and delivered again to the next owner.
         """
-        batches = stream.noack_take(self.batch_size, within=self.batch_within)
+        batches = self.take(stream, self.batch_size, self.batch_within)
         try:
             async for events in batches:
                 batch = asyncio.ensure_future(self.process(events))
@@ -233,7 +238,7 @@ class StageRunner:
                     raise
                 await self._settle(stream, events, done=True)
         finally:
-            # noack_take turns acks back on when its generator is finalised, and
+            # take_batches turns acks back on when its generator is finalised, and
             # Faust would then ack (and commit) events this stage never handled
             # while the worker shuts down. Close it now and keep acks off.
             with contextlib.suppress(Exception, asyncio.CancelledError):

@@ -203,7 +203,8 @@ class Settings:
         default=50,
         metadata=_env(
             "LEADFLOW_STAGE_BATCH_WITHIN_MS",
-            "Longest a stage waits to fill a batch before handling what it has.",
+            "Longest a batch waits for more events after its first one before the stage "
+            "handles what it has (an idle stage sleeps until an event comes).",
         ),
     )
     retry_backoff_max_s: float = field(

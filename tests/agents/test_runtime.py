@@ -11,7 +11,7 @@ import itertools
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,9 +115,15 @@ class EchoStage(Stage):
         return result
 
 
+def _take(stream: Any, max_: int, within: float) -> AsyncGenerator[list[Any], None]:
+    """The fake streams below hand out their batches as ``noack_take`` did."""
+    batches: AsyncGenerator[list[Any], None] = stream.noack_take(max_, within)
+    return batches
+
+
 def runner(stage: Stage, producer: Any, **kwargs: Any) -> StageRunner:
     return StageRunner(
-        stage, producer=producer, input_topic=IN_TOPIC, dead_letter_topic=DLQ, **kwargs
+        stage, producer=producer, input_topic=IN_TOPIC, dead_letter_topic=DLQ, take=_take, **kwargs
     )
 
 
