@@ -78,6 +78,8 @@ _TICK_S = 0.2
 #: Longest sleep of the release loop when nothing is due (a new touch due now
 #: wakes it at once; this bounds how late a missed wake-up can make one).
 _IDLE_S = 1.0
+#: ``Releaser._next_due`` when nothing is queued on the worker's partitions.
+_NOTHING_QUEUED = datetime.max.replace(tzinfo=UTC)
 
 
 def touch_priority(campaign: Campaign, tier: str, score: float) -> int:
@@ -362,19 +364,30 @@ class Releaser:
         self.limits = CampaignLimits(ctx.settings.time_scale)
         #: Set by the stages when they queue a touch that is due already.
         self.wake = asyncio.Event()
+        #: The earliest queued touch at the last idle check (campaign time): until
+        #: then a tick would release nothing, so the loop only re-checks (one
+        #: query a second instead of a transaction per channel). None: tick.
+        self._next_due: datetime | None = None
 
     async def run(self) -> None:
         """Release due touches until cancelled (the worker's release task)."""
         while True:
             try:
-                released = await self.tick()
+                released = await self.tick() if self._may_be_due() else 0
                 wait = _TICK_S if released else await self.idle_wait()
             except Exception as exc:  # survive a bad tick (Postgres blip, rebalance)
                 log.warning("release: tick failed (%s); next tick retries", type(exc).__name__)
+                self._next_due = None
                 wait = _TICK_S
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=wait)
+            if self.wake.is_set():  # a stage queued a touch due now
+                self._next_due = None
             self.wake.clear()
+
+    def _may_be_due(self) -> bool:
+        """Whether a tick can release anything: the last check saw a touch due by now."""
+        return self._next_due is None or self.ctx.clock.now() >= self._next_due
 
     async def idle_wait(self) -> float:
         """Wall seconds to sleep after a tick that released nothing.
@@ -382,14 +395,20 @@ class Releaser:
         Until the next touch is due, at most ``_IDLE_S``; ``_TICK_S`` when a
         touch is due but was held back (a rate limit, an open circuit, a
         paused campaign), so it goes as soon as it may.
+
+        Until the next check, ticks are skipped while that touch is not due
+        (:meth:`_may_be_due`); a stage's wake-up ends the skipping at once.
         """
+        self._next_due = None
         partitions = self._partitions()
         if not partitions:
             return _IDLE_S
         async with self.db.transaction() as conn:
             due = await next_due(conn, partitions=partitions)
         if due is None:
+            self._next_due = _NOTHING_QUEUED
             return _IDLE_S
+        self._next_due = due
         return min(_IDLE_S, max(_TICK_S, self.ctx.clock.wall_seconds_until(due)))
 
     def _partitions(self) -> list[int]:

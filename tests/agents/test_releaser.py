@@ -2,11 +2,15 @@
 
 A touch queued already due wakes the loop at once; otherwise it sleeps until
 the next touch is due, at most a second, and polls every tick while a due
-touch is held back.
+touch is held back. While nothing is due, the loop only re-checks the queue
+and skips the per-channel release transactions.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -118,3 +122,51 @@ async def test_a_stage_queueing_a_touch_due_now_wakes_the_loop(
     assert not release.wake.is_set()
     await stage.write([], [_touch(release, campaign, "now", datetime.now(UTC))])
     assert release.wake.is_set()
+
+
+async def test_after_an_idle_check_ticks_wait_for_the_next_due_touch(
+    releaser: tuple[Releaser, str], dsn: str
+) -> None:
+    release, campaign = releaser
+    await release.idle_wait()
+    assert not release._may_be_due()  # nothing queued: no tick until something is
+    _queue(dsn, _touch(release, campaign, "soon", datetime.now(UTC) + timedelta(seconds=0.3)))
+    await release.idle_wait()
+    assert not release._may_be_due()
+    await asyncio.sleep(0.35)
+    assert release._may_be_due()
+
+
+async def test_a_touch_held_back_keeps_the_loop_ticking(
+    releaser: tuple[Releaser, str], dsn: str
+) -> None:
+    release, campaign = releaser
+    _queue(dsn, _touch(release, campaign, "held", datetime.now(UTC) - timedelta(seconds=5)))
+    await release.idle_wait()
+    assert release._may_be_due()
+
+
+async def test_the_idle_loop_skips_ticks_until_woken(
+    releaser: tuple[Releaser, str], dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release, campaign = releaser
+    _queue(dsn, _touch(release, campaign, "later", datetime.now(UTC) + timedelta(hours=1)))
+    ticks: list[float] = []
+
+    async def tick() -> int:
+        ticks.append(time.monotonic())
+        return 0
+
+    monkeypatch.setattr(release, "tick", tick)
+    monkeypatch.setattr(agents.schedule, "_IDLE_S", 0.1)
+    loop = asyncio.ensure_future(release.run())
+    try:
+        await asyncio.sleep(0.6)  # about six idle checks
+        assert len(ticks) == 1  # the first, before anything was known
+        release.wake.set()
+        await asyncio.sleep(0.3)
+        assert len(ticks) == 2  # the wake-up ticks once, then the checks skip again
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
