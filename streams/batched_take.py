@@ -1,7 +1,7 @@
 """Batches of a Faust stream's events, without acking them, and asleep while idle.
 
 Faust's ``Stream.noack_take(max_, within)`` wakes every ``within`` seconds
-whether or not an event came: each of the worker's nine stage agents then
+whether or not an event came: each of the worker's eight stage agents then
 runs mode's ``wait_for_stopped`` machinery (tasks, futures, timers) twenty
 times a second at the default 50 ms, which was half of an idle worker's CPU
 (py-spy, session 8). :func:`take_batches` is the same generator with one
