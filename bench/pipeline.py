@@ -33,7 +33,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from psycopg import sql
 from bench.procstat import Sampler, postgres_pids, status_kb
 from bench.records import WARMUP_PREFIX, encode_leads, produce
 from bench.timeline import Timeline, end_offsets, read_timeline
-from sinks.campaigns import CampaignStore
+from sinks.campaigns import CampaignStatus, CampaignStore
 from sinks.migrate import apply_migrations
 from streams.admin import admin_client, ensure_topics
 from streams.campaign import Campaign, load_campaign
@@ -103,6 +103,8 @@ class BenchServices:
     settings: Settings
     workdir: Path
     broker_pid: int | None
+    #: Campaigns this benchmark created (removed afterwards from an external database).
+    campaign_ids: list[str] = field(default_factory=list)
 
     @property
     def dsn(self) -> str:
@@ -125,8 +127,12 @@ class BenchServices:
 def bench_services(workdir: Path | None = None, *, keep: bool = False) -> Iterator[BenchServices]:
     """The running local services, with a fresh migrated database ``leadflow_bench_<tag>``.
 
-    With ``LEADFLOW_DATABASE_URL`` set, that database is used as is. The
-    database is dropped at the end unless ``keep``.
+    The database is dropped at the end unless ``keep``. With
+    ``LEADFLOW_DATABASE_URL`` set, that database is used as is, and the
+    campaigns the benchmark created are cancelled and purged at the end
+    instead (the scheduler scenario alone queues a million touches), unless
+    ``keep``. A benchmark also resets the campaign clock of the database it
+    uses: never point it at one that live workers serve.
     """
     base = get_settings()
     tag = uuid.uuid4().hex[:8]
@@ -135,6 +141,10 @@ def bench_services(workdir: Path | None = None, *, keep: bool = False) -> Iterat
     postgres = LocalPostgres(base)
     dbname: str | None = None
     if base.uses_external_database:
+        _log.warning(
+            "bench: using the configured database as is; its campaign clock is reset and the "
+            "benchmark's campaigns are removed at the end"
+        )
         settings = base
     else:
         dbname = f"leadflow_bench_{tag}"
@@ -149,9 +159,12 @@ def bench_services(workdir: Path | None = None, *, keep: bool = False) -> Iterat
         )
     apply_migrations(settings.dsn)
     broker = None if base.uses_external_kafka else LocalKafka(base).pid()
+    services = BenchServices(settings, folder, broker)
     try:
-        yield BenchServices(settings, folder, broker)
+        yield services
     finally:
+        if dbname is None and not keep:
+            remove_campaigns(settings.dsn, services.campaign_ids)
         if dbname is not None and not keep:
             with psycopg.connect(postgres.superuser_dsn(), autocommit=True) as conn:
                 conn.execute(
@@ -186,15 +199,37 @@ def reset_clock(dsn: str) -> None:
 
 
 def bench_campaign(
-    dsn: str, path: Path = BENCH_CAMPAIGN, *, sms_rate: str | None = None
+    services: BenchServices, path: Path = BENCH_CAMPAIGN, *, sms_rate: str | None = None
 ) -> Campaign:
     """Store the benchmark campaign under a fresh id (``sms_rate``: the campaign's own SMS rate)."""
     campaign = replace(load_campaign(path), id=f"bench-{uuid.uuid4().hex[:10]}")
     if sms_rate is not None:
         sms = replace(campaign.channel_settings("sms"), rate=sms_rate)
         campaign = replace(campaign, channels={**campaign.channels, "sms": sms})
-    CampaignStore(dsn).create(campaign)
+    CampaignStore(services.dsn).create(campaign)
+    services.campaign_ids.append(campaign.id)
     return campaign
+
+
+def remove_campaigns(dsn: str, campaign_ids: list[str]) -> None:
+    """Cancel and purge the benchmark's campaigns (best effort: a failure is logged).
+
+    Every row of theirs goes except opt-outs, as with ``leadflow campaign
+    purge --force``.
+    """
+    store = CampaignStore(dsn)
+    for campaign_id in campaign_ids:
+        try:
+            status = store.get(campaign_id).status
+            if status in (CampaignStatus.ACTIVE, CampaignStatus.PAUSED):
+                store.cancel(campaign_id)
+            elif status == CampaignStatus.COMPLETED:
+                store.archive(campaign_id)
+            store.purge(campaign_id, force=True, dry_run=False)
+        except LeadflowError as exc:
+            _log.warning("bench: campaign %s was not removed: %s", campaign_id, exc)
+    if campaign_ids:
+        _log.warning("bench: removed %d benchmark campaign(s)", len(campaign_ids))
 
 
 # --- waiting on the sent topic ------------------------------------------------------------
@@ -440,9 +475,9 @@ async def run_leadflow(services: BenchServices, opts: LeadflowRun) -> dict[str, 
     same size in the same worker, produced at half the full phase's
     throughput (the "half of the maximum sustained rate" latency figures).
     """
-    full_campaign = bench_campaign(services.dsn)
+    full_campaign = bench_campaign(services)
     full_leads = encode_leads(full_campaign.id, opts.leads, key_prefix="f-")
-    half_campaign = bench_campaign(services.dsn) if opts.half_load else None
+    half_campaign = bench_campaign(services) if opts.half_load else None
     out: dict[str, Any] = {}
     async with leadflow_processes(
         services, f"{opts.label}-{opts.leads}", worker_env=opts.worker_env

@@ -432,7 +432,10 @@ METHOD = """
   SMS, qualification threshold 0 so every lead takes all four hops. The campaign clock
   starts on a Monday at 17:00 UTC (every generated lead's zone is inside 08:00–21:00)
   and runs 10× (60× in the rate-limited scenario). Each run has its own topics (prefix
-  `bench-…`, 8 partitions, deleted afterwards) and the whole benchmark its own database.
+  `bench-…`, 8 partitions, deleted afterwards) and the whole benchmark its own database
+  (with `LEADFLOW_DATABASE_URL` set it uses that one, resets its campaign clock, and
+  cancels and purges its own campaigns at the end: never point it at a database that
+  live workers serve).
 - **Leads** come from `streams/leadgen.py` (no invalid rows, no duplicates) through
   `streams/ingest.py`'s `row_to_record`, encoded before the clock starts and produced with
   ingestion's librdkafka settings. 50 warm-up leads go through first and are not counted.

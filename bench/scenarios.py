@@ -78,7 +78,7 @@ def _queued(dsn: str, campaign_id: str) -> int:
 
 async def _voice_alone(services: BenchServices, other_leads: int, env: dict[str, str]) -> float:
     """Throughput of the voice campaign alone (same worker settings)."""
-    campaign = bench_campaign(services.dsn, VOICE_CAMPAIGN)
+    campaign = bench_campaign(services, VOICE_CAMPAIGN)
     leads = encode_leads(campaign.id, other_leads, seed=11, key_prefix="b-")
     async with leadflow_processes(
         services, "ratelimit-alone", time_scale=RATE_SCALE, worker_env=env
@@ -115,8 +115,8 @@ async def rate_limited(
         throttled_rate = f"{SMS_LIMIT}/{SMS_WINDOW_S:g}"
         limit_text = f"campaign: channels.sms.rate {throttled_rate} (campaign seconds)"
     alone = await _voice_alone(services, other_leads, env)
-    throttled = bench_campaign(services.dsn, sms_rate=throttled_rate)
-    other = bench_campaign(services.dsn, VOICE_CAMPAIGN)
+    throttled = bench_campaign(services, sms_rate=throttled_rate)
+    other = bench_campaign(services, VOICE_CAMPAIGN)
     a_leads = encode_leads(throttled.id, leads, key_prefix="a-")
     b_leads = encode_leads(other.id, other_leads, seed=11, key_prefix="b-")
     async with leadflow_processes(
@@ -239,7 +239,7 @@ async def scheduler(
     idle_s: float = 30.0,
 ) -> dict[str, Any]:
     """The scheduler scenario (see the module docstring); its figures."""
-    campaign = bench_campaign(services.dsn)
+    campaign = bench_campaign(services)
     codec = AvroCodec("leadflow.TouchDue")
     reset_clock(services.dsn)
     clock = shared_clock(services.dsn, 1.0, CLOCK_START)
