@@ -163,15 +163,18 @@ def bench_services(workdir: Path | None = None, *, keep: bool = False) -> Iterat
     try:
         yield services
     finally:
-        if dbname is None and not keep:
-            remove_campaigns(settings.dsn, services.campaign_ids)
-        if dbname is not None and not keep:
-            with psycopg.connect(postgres.superuser_dsn(), autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                        sql.Identifier(dbname)
-                    )
-                )
+        if not keep:
+            if dbname is None:
+                remove_campaigns(settings.dsn, services.campaign_ids)
+            else:
+                _drop_database(postgres, dbname)
+
+
+def _drop_database(postgres: LocalPostgres, dbname: str) -> None:
+    with psycopg.connect(postgres.superuser_dsn(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+        )
 
 
 def new_prefix(kind: str) -> str:
@@ -218,6 +221,7 @@ def remove_campaigns(dsn: str, campaign_ids: list[str]) -> None:
     purge --force``.
     """
     store = CampaignStore(dsn)
+    removed = 0
     for campaign_id in campaign_ids:
         try:
             status = store.get(campaign_id).status
@@ -226,10 +230,11 @@ def remove_campaigns(dsn: str, campaign_ids: list[str]) -> None:
             elif status == CampaignStatus.COMPLETED:
                 store.archive(campaign_id)
             store.purge(campaign_id, force=True, dry_run=False)
+            removed += 1
         except LeadflowError as exc:
             _log.warning("bench: campaign %s was not removed: %s", campaign_id, exc)
-    if campaign_ids:
-        _log.warning("bench: removed %d benchmark campaign(s)", len(campaign_ids))
+    if removed:
+        _log.warning("bench: removed %d benchmark campaign(s)", removed)
 
 
 # --- waiting on the sent topic ------------------------------------------------------------
