@@ -107,6 +107,41 @@ async def test_pending_touches_fall_into_campaign_clock_buckets(dsn: str) -> Non
     assert {due for (ch, due) in counts if ch == "sms"} == set(metrics.PENDING_TOUCH_BUCKETS)
 
 
+async def test_pending_touches_later_is_every_unreleased_touch_beyond_a_day(dsn: str) -> None:
+    # The query counts all unreleased touches per channel and only those due
+    # within a day by bucket; "later" is the difference, never a near touch.
+    channel = f"ch{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(dsn) as conn:
+        campaign_id = _campaign(conn)
+        for touch, offset in enumerate(["-1 day", "2 hours", "3 days", "40 days", "400 days"]):
+            conn.execute(
+                "INSERT INTO pending_touches (campaign_id, lead_id, touch, kafka_partition, "
+                "channel, priority, due_at, payload) SELECT %s, 'lead-1', %s, 0, %s, 1, "
+                "coalesce((SELECT campaign_anchor + (clock_timestamp() - wall_anchor) * scale "
+                "FROM clock_anchor WHERE id = 1), clock_timestamp()) + %s::interval, '\\x00'",
+                (campaign_id, touch, channel, offset),
+            )
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        counts = await pending_touch_counts(conn)
+    mine = {due: n for (ch, due), n in counts.items() if ch == channel}
+    assert mine["overdue"] == 1
+    assert mine["later"] == 3
+    assert sum(mine.values()) == 5
+
+
+def test_pending_touch_count_reads_the_index_not_the_queue_table(dsn: str) -> None:
+    # Migration 0007's partial index serves both parts of the count: with
+    # sequential scans priced out, the plan reads pending_touches through it
+    # (without the index, only a sequential scan could answer).
+    from agents.web_metrics import _PENDING
+
+    with psycopg.connect(dsn) as conn:
+        conn.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(str(row[0]) for row in conn.execute(f"EXPLAIN {_PENDING}").fetchall())
+    assert "Seq Scan on pending_touches" not in plan, plan
+    assert "pending_touches_channel_due_idx" in plan, plan
+
+
 async def test_pending_touch_buckets_follow_the_shared_campaign_clock(dsn: str) -> None:
     # A touch due in 30 campaign minutes is "next_1h" at any scale, when read
     # against the clock the query computes from clock_anchor.
