@@ -214,14 +214,14 @@ def bench_campaign(
     return campaign
 
 
-def remove_campaigns(dsn: str, campaign_ids: list[str]) -> None:
-    """Cancel and purge the benchmark's campaigns (best effort: a failure is logged).
+def remove_campaigns(dsn: str, campaign_ids: list[str]) -> list[str]:
+    """Cancel and purge the benchmark's campaigns; the ids removed (a failure is logged).
 
     Every row of theirs goes except opt-outs, as with ``leadflow campaign
     purge --force``.
     """
     store = CampaignStore(dsn)
-    removed = 0
+    removed: list[str] = []
     for campaign_id in campaign_ids:
         try:
             status = store.get(campaign_id).status
@@ -230,11 +230,12 @@ def remove_campaigns(dsn: str, campaign_ids: list[str]) -> None:
             elif status == CampaignStatus.COMPLETED:
                 store.archive(campaign_id)
             store.purge(campaign_id, force=True, dry_run=False)
-            removed += 1
+            removed.append(campaign_id)
         except LeadflowError as exc:
             _log.warning("bench: campaign %s was not removed: %s", campaign_id, exc)
     if removed:
-        _log.warning("bench: removed %d benchmark campaign(s)", removed)
+        _log.warning("bench: removed %d benchmark campaign(s)", len(removed))
+    return removed
 
 
 # --- waiting on the sent topic ------------------------------------------------------------

@@ -16,7 +16,10 @@ compared with the same campaign run alone.
 worker is started, and its CPU is measured while nothing is due. Then a
 stream of touches coming due over one minute is added; the delay from each
 touch's due time to its release (``emitted_at``) gives p50/p99. The clock
-runs at real speed here, so due times are wall times.
+runs at real speed here, so due times are wall times. The load is followed by
+``VACUUM (ANALYZE)``, so the idle window measures the steady state and not
+autovacuum's first pass over a million new rows; each run removes its
+campaign at the end, so every repetition starts from the same queue.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from bench.pipeline import (
     BenchServices,
     bench_campaign,
     leadflow_processes,
+    remove_campaigns,
     reset_clock,
     wait_for_sent,
 )
@@ -231,6 +235,12 @@ def _copy_touches(dsn: str, rows: list[tuple[Any, ...]] | Any) -> float:
     return time.monotonic() - started
 
 
+def _vacuum_queue(dsn: str) -> None:
+    """``VACUUM (ANALYZE) pending_touches``: fresh statistics, no autovacuum pass pending."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE) pending_touches")
+
+
 async def scheduler(
     services: BenchServices,
     pending: int = 1_000_000,
@@ -262,53 +272,57 @@ async def scheduler(
         for i in range(pending)
     )
     copy_s = await asyncio.to_thread(_copy_touches, services.dsn, future)
-    with psycopg.connect(services.dsn, autocommit=True) as conn:
-        conn.execute("ANALYZE pending_touches")
-    async with leadflow_processes(
-        services, f"scheduler-{pending}", time_scale=1.0, new_clock=False
-    ) as running:
-        running.warm_up(campaign.id)
-        await asyncio.sleep(3)
-        sampler = running.sampler(services, interval=1.0)
-        sampler.start()
-        await asyncio.sleep(idle_s)
-        sampler.stop()
-        idle_cpu = {k: sampler.cpu(k) for k in ("worker", "postgres")}
-        # the stream coming due: evenly over stream_s, starting 5 s from now
-        start = clock.now() + timedelta(seconds=5)
-        step = stream_s / due_stream
-        stream_rows = []
-        for k in range(due_stream):
-            due = start + timedelta(seconds=k * step)
-            lead = f"due-{k:06d}"
-            stream_rows.append(
-                (
-                    campaign.id,
-                    lead,
-                    1,
-                    k % 8,
-                    "sms",
-                    2500,
-                    due,
-                    _touch_payload(codec, campaign.id, lead, due),
+    await asyncio.to_thread(_vacuum_queue, services.dsn)
+    try:
+        async with leadflow_processes(
+            services, f"scheduler-{pending}", time_scale=1.0, new_clock=False
+        ) as running:
+            running.warm_up(campaign.id)
+            await asyncio.sleep(3)
+            sampler = running.sampler(services, interval=1.0)
+            sampler.start()
+            await asyncio.sleep(idle_s)
+            sampler.stop()
+            idle_cpu = {k: sampler.cpu(k) for k in ("worker", "postgres")}
+            # the stream coming due: evenly over stream_s, starting 5 s from now
+            start = clock.now() + timedelta(seconds=5)
+            step = stream_s / due_stream
+            stream_rows = []
+            for k in range(due_stream):
+                due = start + timedelta(seconds=k * step)
+                lead = f"due-{k:06d}"
+                stream_rows.append(
+                    (
+                        campaign.id,
+                        lead,
+                        1,
+                        k % 8,
+                        "sms",
+                        2500,
+                        due,
+                        _touch_payload(codec, campaign.id, lead, due),
+                    )
                 )
-            )
-        await asyncio.to_thread(_copy_touches, services.dsn, stream_rows)
-        deadline = time.monotonic() + stream_s + 120
-        rows: list[tuple[Any, ...]] = []
-        while time.monotonic() < deadline:
-            running.run.check_alive()
-            with psycopg.connect(services.dsn) as conn:
-                rows = conn.execute(
-                    "SELECT extract(epoch FROM due_at), extract(epoch FROM emitted_at) "
-                    "FROM pending_touches WHERE campaign_id = %s AND lead_id LIKE 'due-%%'",
-                    (campaign.id,),
-                ).fetchall()
-            if rows and all(r[1] is not None for r in rows):
-                break
-            await asyncio.sleep(2)
-        else:
-            raise BenchError("the stream of due touches was not all released in time")
+            await asyncio.to_thread(_copy_touches, services.dsn, stream_rows)
+            deadline = time.monotonic() + stream_s + 120
+            rows: list[tuple[Any, ...]] = []
+            while time.monotonic() < deadline:
+                running.run.check_alive()
+                with psycopg.connect(services.dsn) as conn:
+                    rows = conn.execute(
+                        "SELECT extract(epoch FROM due_at), extract(epoch FROM emitted_at) "
+                        "FROM pending_touches WHERE campaign_id = %s AND lead_id LIKE 'due-%%'",
+                        (campaign.id,),
+                    ).fetchall()
+                if rows and all(r[1] is not None for r in rows):
+                    break
+                await asyncio.sleep(2)
+            else:
+                raise BenchError("the stream of due touches was not all released in time")
+    finally:  # the next repetition starts from the same queue
+        for removed in await asyncio.to_thread(remove_campaigns, services.dsn, [campaign.id]):
+            services.campaign_ids.remove(removed)
+        await asyncio.to_thread(_vacuum_queue, services.dsn)
     delays = [(float(str(emitted)) - (float(str(due)) - offset)) * 1000 for due, emitted in rows]
     summary = summary_ms(delays)
     return {
