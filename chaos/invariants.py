@@ -33,7 +33,7 @@ __all__ = ["INVARIANTS", "check_all", "check_lag", "check_table_partitions"]
 INVARIANTS = ("I1", "I2", "I3", "I4", "I5", "W")
 
 
-async def check_lag(settings: Settings, bound_s: float, poll_s: float = 1.0) -> Check:
+async def check_lag(settings: Settings, bound_s: float, poll_s: float = 0.25) -> Check:
     """I4: wait up to ``bound_s`` for the worker group's lag to reach 0 on every partition.
 
     The count is the number of partitions still behind at the deadline.
