@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import re
-import uuid
-from dataclasses import replace
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -14,11 +14,11 @@ import pytest
 
 from sinks.campaigns import CampaignStore
 from streams.admin import ensure_topics
-from streams.campaign import load_campaign
+from streams.campaign import Campaign
 from streams.ingest import ingest_file
 from streams.leadgen import LeadMix, write_csv
 from streams.orchestrate import LocalRun
-from streams.settings import REPO_ROOT, Settings
+from streams.settings import Settings
 
 pytestmark = pytest.mark.slow
 E164 = phonenumbers.PhoneNumberFormat.E164
@@ -48,12 +48,13 @@ def personal_data(path: Path) -> set[str]:
 
 
 async def test_a_campaign_leaves_no_phone_or_email_in_logs_or_metrics(
-    isolated: tuple[Settings, dict[str, str]], dsn: str, tmp_path: Path
+    isolated: tuple[Settings, dict[str, str]],
+    dsn: str,
+    tmp_path: Path,
+    example_campaign: Callable[..., Campaign],
 ) -> None:
     settings, env = isolated
-    campaign = replace(
-        load_campaign(REPO_ROOT / "examples" / "campaign.yaml"), id=f"pii-{uuid.uuid4().hex[:8]}"
-    )
+    campaign = example_campaign("pii", gap=timedelta(hours=3))
     CampaignStore(dsn).create(campaign)
     ensure_topics(settings)
     # Info level: the most a worker logs in normal operation.

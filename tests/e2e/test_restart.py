@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-import uuid
-from dataclasses import replace
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -15,24 +15,25 @@ import pytest
 
 from sinks.campaigns import CampaignStore
 from streams.admin import ensure_topics
-from streams.campaign import load_campaign
+from streams.campaign import Campaign
 from streams.ingest import ingest_file
 from streams.invariants import check_campaign, read_state_changelog
 from streams.leadgen import LeadMix, write_csv
 from streams.orchestrate import LocalRun
-from streams.settings import REPO_ROOT, Settings
+from streams.settings import Settings
 
 pytestmark = pytest.mark.slow
 RATES = {f"LEADFLOW_{c}_RATE": "0" for c in ("SMS", "VOICE", "EMAIL", "ENRICH")}
 
 
 async def test_worker_restart_mid_campaign(
-    isolated: tuple[Settings, dict[str, str]], dsn: str, tmp_path: Path
+    isolated: tuple[Settings, dict[str, str]],
+    dsn: str,
+    tmp_path: Path,
+    example_campaign: Callable[..., Campaign],
 ) -> None:
     settings, subprocess_env = isolated
-    campaign = replace(
-        load_campaign(REPO_ROOT / "examples" / "campaign.yaml"), id=f"rs-{uuid.uuid4().hex[:8]}"
-    )
+    campaign = example_campaign("rs", gap=timedelta(hours=3))
     CampaignStore(dsn).create(campaign)
     ensure_topics(settings)
     run = LocalRun(settings, tmp_path, {**subprocess_env, **RATES}, time_scale=20000)
