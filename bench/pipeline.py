@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from bench.procstat import Sampler, postgres_pids, status_kb
 from bench.records import WARMUP_PREFIX, encode_leads, produce
@@ -49,7 +48,7 @@ from streams.admin import admin_client, ensure_topics
 from streams.campaign import Campaign, load_campaign
 from streams.errors import LeadflowError, ServiceStartError
 from streams.infra.kafka import LocalKafka
-from streams.infra.postgres import OWNER_ROLE, LocalPostgres
+from streams.infra.postgres import LocalPostgres
 from streams.orchestrate import LocalRun
 from streams.settings import REPO_ROOT, Settings, get_settings
 from streams.topics import CATALOG, TopicSpec
@@ -148,15 +147,7 @@ def bench_services(workdir: Path | None = None, *, keep: bool = False) -> Iterat
         settings = base
     else:
         dbname = f"leadflow_bench_{tag}"
-        with psycopg.connect(postgres.superuser_dsn(), autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(dbname), sql.Identifier(OWNER_ROLE)
-                )
-            )
-        settings = replace(
-            base, database_url=f"postgresql://{OWNER_ROLE}@127.0.0.1:{base.pg_port}/{dbname}"
-        )
+        settings = replace(base, database_url=postgres.create_database(dbname))
     apply_migrations(settings.dsn)
     broker = None if base.uses_external_kafka else LocalKafka(base).pid()
     services = BenchServices(settings, folder, broker)
@@ -167,14 +158,7 @@ def bench_services(workdir: Path | None = None, *, keep: bool = False) -> Iterat
             if dbname is None:
                 remove_campaigns(settings.dsn, services.campaign_ids)
             else:
-                _drop_database(postgres, dbname)
-
-
-def _drop_database(postgres: LocalPostgres, dbname: str) -> None:
-    with psycopg.connect(postgres.superuser_dsn(), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
-        )
+                postgres.drop_database(dbname)
 
 
 def new_prefix(kind: str) -> str:

@@ -34,8 +34,8 @@ import aiohttp
 from streams.errors import LeadflowError
 from streams.infra.kafka import LocalKafka
 from streams.infra.postgres import LocalPostgres
-from streams.infra.process import pid_alive
-from streams.orchestrate import LocalRun, free_port
+from streams.infra.process import free_port, pid_alive
+from streams.orchestrate import LocalRun
 from streams.settings import Settings
 from streams.shutdown_drain import EXIT_STOP_OVERDUE
 

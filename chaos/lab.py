@@ -34,7 +34,6 @@ from typing import Any
 
 import aiohttp
 import psycopg
-from psycopg import sql
 
 from chaos.harness import ChaosError, ChaosRun, FaultHarness, describe_exit
 from chaos.invariants import INVARIANTS, check_all
@@ -43,7 +42,7 @@ from sinks.campaigns import CampaignStore
 from sinks.migrate import apply_migrations
 from streams.admin import admin_client, ensure_topics
 from streams.campaign import Campaign, parse_campaign
-from streams.infra.postgres import OWNER_ROLE, LocalPostgres
+from streams.infra.postgres import LocalPostgres
 from streams.ingest import ingest_file
 from streams.invariants import Check
 from streams.leadgen import LeadMix, write_csv
@@ -347,22 +346,9 @@ class Lab:
             return self.settings.dsn, lambda: None
         pg = LocalPostgres(self.infra)
         name = f"leadflow_chaos_{tag}"
-        with psycopg.connect(pg.superuser_dsn(), autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(name), sql.Identifier(OWNER_ROLE)
-                )
-            )
-        dsn = f"postgresql://{OWNER_ROLE}@127.0.0.1:{self.infra.pg_port}/{name}"
+        dsn = pg.create_database(name)
         apply_migrations(dsn)
-
-        def drop() -> None:
-            with psycopg.connect(pg.superuser_dsn(), autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-                )
-
-        return dsn, drop
+        return dsn, lambda: pg.drop_database(name)
 
 
 @dataclass

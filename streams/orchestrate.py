@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,19 +27,13 @@ import aiohttp
 import psycopg
 
 from streams.errors import ServiceStartError
+from streams.infra.process import free_port
 from streams.settings import Settings
 from streams.state_machine import State
 
-__all__ = ["LocalRun", "RunReport", "free_port"]
+__all__ = ["LocalRun", "RunReport"]
 
 _OPEN_STATES = (State.NEW, State.ENRICHED, State.QUALIFIED, State.IN_SEQUENCE)
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -20,14 +20,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from sinks.migrate import apply_migrations
 from streams.admin import admin_client
 from streams.infra.kafka import LocalKafka
-from streams.infra.postgres import OWNER_ROLE, LocalPostgres
+from streams.infra.postgres import LocalPostgres
 from streams.settings import Settings
 
 
@@ -67,7 +65,7 @@ def services() -> Iterator[Services]:
         dsn = base.dsn
     else:
         dbname = f"leadflow_test_{tag}"
-        dsn = _create_database(base, dbname)
+        dsn = postgres.create_database(dbname)
     apply_migrations(dsn)
     settings = replace(base, topic_prefix=prefix, database_url=dsn)
     env = {
@@ -81,7 +79,7 @@ def services() -> Iterator[Services]:
     finally:
         _delete_topics(settings, prefix)
         if dbname is not None:
-            _drop_database(base, dbname)
+            postgres.drop_database(dbname)
         if started_pg:
             postgres.down()
         if started_kafka:
@@ -139,27 +137,9 @@ def isolated_db(
         yield settings, env, services.dsn
         return
     dbname = f"{services.dsn.rsplit('/', 1)[1]}_{uuid.uuid4().hex[:6]}"
-    dsn = _create_database(settings, dbname)
+    dsn = LocalPostgres(settings).create_database(dbname)
     try:
         apply_migrations(dsn)
         yield replace(settings, database_url=dsn), {**env, "LEADFLOW_DATABASE_URL": dsn}, dsn
     finally:
-        _drop_database(settings, dbname)
-
-
-def _create_database(settings: Settings, name: str) -> str:
-    """Create an empty database owned by the owner role on the local server; its DSN."""
-    with psycopg.connect(LocalPostgres(settings).superuser_dsn(), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(name), sql.Identifier(OWNER_ROLE)
-            )
-        )
-    return f"postgresql://{OWNER_ROLE}@127.0.0.1:{settings.pg_port}/{name}"
-
-
-def _drop_database(settings: Settings, name: str) -> None:
-    with psycopg.connect(LocalPostgres(settings).superuser_dsn(), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+        LocalPostgres(settings).drop_database(dbname)

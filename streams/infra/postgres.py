@@ -21,10 +21,14 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streams.errors import InfraError, PortInUseError, ServiceStartError, ToolMissingError
 from streams.infra.process import ServiceStatus, port_open, tail
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from psycopg import sql
 
 __all__ = ["APP_ROLE", "OWNER_ROLE", "LocalPostgres", "find_bindir"]
 
@@ -270,6 +274,24 @@ class LocalPostgres:
         """DSN of the cluster's superuser (local cluster only)."""
         return f"postgresql://{_PG_USER}@127.0.0.1:{self.settings.pg_port}/{database}"
 
+    def create_database(self, name: str) -> str:
+        """Create the empty database ``name``, owned by the owner role; its owner DSN."""
+        import psycopg
+
+        with psycopg.connect(self.superuser_dsn(), autocommit=True) as conn:
+            conn.execute(_create_database(name))
+        return f"postgresql://{OWNER_ROLE}@127.0.0.1:{self.settings.pg_port}/{name}"
+
+    def drop_database(self, name: str) -> None:
+        """Drop the database ``name`` if it exists, ending its sessions (``WITH (FORCE)``)."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.superuser_dsn(), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
     def _ensure_database(self) -> None:
         import psycopg
         from psycopg import sql
@@ -291,11 +313,16 @@ class LocalPostgres:
             db = self.settings.pg_database
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,))
             if exists.fetchone() is None:
-                conn.execute(
-                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                        sql.Identifier(db), sql.Identifier(OWNER_ROLE)
-                    )
-                )
+                conn.execute(_create_database(db))
+
+
+def _create_database(name: str) -> sql.Composed:
+    """``CREATE DATABASE name OWNER <owner role>`` as a composed statement."""
+    from psycopg import sql
+
+    return sql.SQL("CREATE DATABASE {} OWNER {}").format(
+        sql.Identifier(name), sql.Identifier(OWNER_ROLE)
+    )
 
 
 def _can_connect(dsn: str) -> bool:

@@ -15,6 +15,7 @@ from streams.errors import ToolMissingError
 
 __all__ = [
     "ServiceStatus",
+    "free_port",
     "pid_alive",
     "port_open",
     "read_pid",
@@ -40,6 +41,14 @@ class ServiceStatus:
         state = "running" if self.running else "stopped"
         pid = f" pid {self.pid}" if self.pid else ""
         return f"{self.name:<9} {state:<8} {self.address:<28}{pid}  {self.detail}".rstrip()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:

@@ -20,7 +20,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -30,12 +29,12 @@ from types import TracebackType
 
 from streams.errors import ConfigError, LeadflowError, ServiceStartError
 from streams.infra.kafka import LocalKafka
-from streams.infra.process import port_open, require_tool, tail
+from streams.infra.process import free_port, port_open, require_tool, tail
 from streams.infra.tls import IssuedCertificate, pkcs12_keystore
 from streams.kafka_config import KafkaSecuritySettings, check_connection
 from streams.settings import Settings
 
-__all__ = ["SecureKafka", "free_port"]
+__all__ = ["SecureKafka"]
 
 #: The broker's own user for its (single-node) inter-broker listener.
 _ADMIN = "leadflow-admin"
@@ -53,14 +52,6 @@ rootLogger.appenderRef.file.ref = file
 logger.apache.name = org.apache.kafka
 logger.apache.level = WARN
 """
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class SecureKafka:

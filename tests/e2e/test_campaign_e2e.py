@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from sinks.campaigns import CampaignStore
 from streams.admin import ensure_topics
 from streams.campaign import load_campaign
 from streams.codec import AvroCodec
+from streams.infra.process import free_port
 from streams.ingest import ingest_file
 from streams.invariants import check_campaign, read_state_changelog
 from streams.leadgen import LeadMix, write_csv
@@ -41,12 +41,6 @@ LEADS = 2000
 TIME_SCALE = 20000  # a week in about 30 s
 SECRET = "e2e-webhook-secret-0123456789"
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _start_worker(env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
@@ -140,7 +134,7 @@ async def test_campaign_end_to_end(
     )
     CampaignStore(dsn).create(campaign)
     ensure_topics(settings)
-    web_port = _free_port()
+    web_port = free_port()
     sim_config = config_from_mapping(
         {
             "host": "127.0.0.1",

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from streams.orchestrate import free_port
+from streams.infra.process import free_port
 
 
 def test_worker_waits_for_an_unreachable_kafka_then_exits_2() -> None:

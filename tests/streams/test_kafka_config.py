@@ -14,6 +14,7 @@ import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from streams.errors import ConfigError, KafkaUnavailableError, LeadflowError, TransientError
+from streams.infra.process import free_port
 from streams.infra.tls import CertificateAuthority, make_ca
 from streams.kafka_config import (
     KafkaAuthError,
@@ -27,7 +28,6 @@ from streams.kafka_config import (
     ssl_context,
     wait_for_connection,
 )
-from streams.orchestrate import free_port
 from streams.settings import Settings, settings_table
 
 

@@ -23,10 +23,11 @@ from sinks.campaigns import CampaignStore
 from streams.admin import ensure_topics
 from streams.campaign import load_campaign
 from streams.commands.health import health
+from streams.infra.process import free_port
 from streams.ingest import ingest_file
 from streams.lag import worker_group
 from streams.leadgen import LeadMix, write_csv
-from streams.orchestrate import LocalRun, free_port
+from streams.orchestrate import LocalRun
 from streams.settings import REPO_ROOT, Settings
 from streams.state_machine import TERMINAL
 

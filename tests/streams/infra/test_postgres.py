@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -51,3 +52,29 @@ def test_running_cluster_is_reused_and_listens_on_loopback(settings: Settings) -
         assert listen == ("127.0.0.1",)
         roles = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles")}
     assert {"leadflow", "leadflow_app"} <= roles
+
+
+def test_created_database_belongs_to_the_owner_and_drops_with_sessions_open(
+    settings: Settings,
+) -> None:
+    base = Settings.from_env()
+    if base.uses_external_database:
+        pytest.skip("external database configured")
+    pg = LocalPostgres(base)
+    name = f"leadflow_create_{uuid.uuid4().hex[:6]}"
+    dsn = pg.create_database(name)
+    try:
+        conn = psycopg.connect(dsn, autocommit=True)
+        owner = conn.execute(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (name,)
+        ).fetchone()
+        assert owner == ("leadflow",)
+        pg.drop_database(name)  # with this session still open: WITH (FORCE) ends it
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("SELECT 1")
+        conn.close()
+        with psycopg.connect(pg.superuser_dsn()) as admin:
+            left = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            assert left.fetchone() is None
+    finally:
+        pg.drop_database(name)  # dropping a missing database is not an error
