@@ -74,6 +74,29 @@ HISTORY_HEADER = "x-leadflow-history"
 _MAX_MESSAGE = 500
 _T = TypeVar("_T")
 
+#: First pause of every retry loop here; each next pause doubles up to a cap.
+_FIRST_PAUSE_S = 0.2
+
+
+class _Backoff:
+    """Doubling pauses from 0.2 s up to ``cap`` seconds (one retry loop's state).
+
+    With ``jitter`` each pause is spread over half to one and a half times its
+    base, so workers that failed together do not all retry at the same moment.
+    """
+
+    def __init__(self, cap: float, *, jitter: bool = True) -> None:
+        self.cap = cap
+        self.jitter = jitter
+        #: The base of the next pause (what the logs announce).
+        self.delay = _FIRST_PAUSE_S
+
+    async def pause(self) -> None:
+        """Sleep the next pause, then double it (up to the cap)."""
+        await asyncio.sleep(self.delay * (0.5 + random.random()) if self.jitter else self.delay)
+        self.delay = min(self.delay * 2, self.cap)
+
+
 #: Per input topic, per partition: the newest record timestamp (unix s) a stage
 #: of this worker has finished (the sweepers in agents/schedule.py read it).
 _handled_up_to: dict[str, dict[int, float]] = {}
@@ -302,7 +325,7 @@ class StageRunner:
         return await self.stage.handle(items)
 
     async def _handle_with_retry(self, items: Sequence[Item]) -> BatchResult:
-        delay = 0.2
+        backoff = _Backoff(self.max_backoff)
         while True:
             try:
                 return await self._handle(items)
@@ -314,10 +337,9 @@ class StageRunner:
                     self.stage.name,
                     _safe_message(exc),
                     len(items),
-                    delay,
+                    backoff.delay,
                 )
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, self.max_backoff)
+                await backoff.pause()
             except Exception as exc:  # isolate the poison item
                 self.metrics.error(error_reason(exc))
                 log.warning(
@@ -331,7 +353,7 @@ class StageRunner:
     async def _one_by_one(self, items: Iterable[Item]) -> BatchResult:
         result = BatchResult()
         for item in items:
-            delay = 0.2
+            backoff = _Backoff(self.max_backoff, jitter=False)
             while True:
                 try:
                     result.extend(await self._handle([item]))
@@ -339,15 +361,14 @@ class StageRunner:
                 except TransientError as exc:
                     self.transient_retries += 1
                     self.metrics.error(error_reason(exc))
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.max_backoff)
+                    await backoff.pause()
                 except Exception as exc:
                     result.failures.append((item, exc))
                     break
         return result
 
     async def _produce_with_retry(self, outputs: Sequence[Output]) -> None:
-        delay = 0.2
+        backoff = _Backoff(self.max_backoff, jitter=False)
         while True:
             try:
                 await self._produce(outputs)
@@ -360,10 +381,9 @@ class StageRunner:
                     self.stage.name,
                     len(outputs),
                     type(exc).__name__,
-                    delay,
+                    backoff.delay,
                 )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff)
+                await backoff.pause()
 
     async def _produce(self, outputs: Sequence[Output]) -> None:
         futures = [
@@ -508,16 +528,13 @@ async def hold_until_done(
     mirror): retrying the write alone keeps the batch's transitions intact.
     The pause doubles up to ``max_backoff`` (default ``LEADFLOW_RETRY_BACKOFF_MAX_S``).
     """
-    if max_backoff is None:
-        max_backoff = get_settings().retry_backoff_max_s
-    delay = 0.2
+    backoff = _Backoff(get_settings().retry_backoff_max_s if max_backoff is None else max_backoff)
     while True:
         try:
             return await action()
         except TransientError as exc:
-            log.warning("%s: %s; retrying in %.1f s", what, _safe_message(exc), delay)
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, max_backoff)
+            log.warning("%s: %s; retrying in %.1f s", what, _safe_message(exc), backoff.delay)
+            await backoff.pause()
 
 
 def monotonic_ms() -> int:

@@ -693,6 +693,17 @@ async def test_hold_until_done_caps_its_pause_at_the_configured_backoff(
     assert sleeps == pytest.approx([0.2, 0.3, 0.3])
 
 
+async def test_hold_until_done_spreads_each_pause_over_half_to_one_and_a_half_times(
+    sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    draws = iter([0.0, 0.999])
+    monkeypatch.setattr(random, "random", lambda: next(draws))
+    calls: list[int] = []
+    outcomes = iter([TransientError("a"), TransientError("b"), None])
+    await hold_until_done(_action(outcomes, calls), "mirror", max_backoff=5)
+    assert sleeps == pytest.approx([0.1, 0.4 * 1.499])
+
+
 async def test_hold_until_done_runs_once_when_it_succeeds(sleeps: list[float]) -> None:
     calls: list[int] = []
     await hold_until_done(_action(iter([None]), calls), "mirror")
