@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from streams.admin import ensure_topics
 from streams.lag import (
@@ -65,3 +66,27 @@ def test_group_lag_follows_commits_on_the_broker(settings: Settings) -> None:
 
 def test_unknown_topics_are_skipped(settings: Settings) -> None:
     assert group_lag(settings.bootstrap_servers, "g", [settings.topic_name("no-such-topic")]) == []
+
+
+def test_log_start_and_end_come_from_the_broker_for_every_partition(settings: Settings) -> None:
+    # group_lag reads all watermarks in one batch; they must be the very
+    # offsets the one-partition call reports, a moved log start included.
+    ensure_topics(settings)
+    topic = settings.topic_name("enriched")
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
+    for i in range(12):
+        producer.produce(topic, key=b"k", value=b"v%d" % i, partition=i % 3)
+    producer.flush(10)
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    for future in admin.delete_records([TopicPartition(topic, 1, 2)]).values():
+        future.result(10)
+    rows = {r.partition: r for r in group_lag(settings.bootstrap_servers, "wm-test", [topic])}
+    probe = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "wm-test"})
+    try:
+        for partition, row in rows.items():
+            low, high = probe.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            assert (row.start, row.end) == (low, high)
+    finally:
+        probe.close()
+    assert rows[1].start >= 2
+    assert all(rows[p].end >= 4 for p in (0, 1, 2))
