@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import sys
 import threading
 import traceback
@@ -41,7 +42,9 @@ def _await_chain(coro: object) -> list[FrameType]:
     """The frames of a suspended coroutine and of what it awaits, outermost first.
 
     ``Task.get_stack`` gives only the task's own coroutine frame; the
-    ``cr_await`` links say which awaited coroutine it is stuck in.
+    ``cr_await`` links say which awaited coroutine it is stuck in. An awaited
+    object that is neither (the wrapper ``__await__`` returns, as when Faust's
+    agent task awaits its actor) is looked through to the coroutine it holds.
     """
     frames: list[FrameType] = []
     for _ in range(100):  # a bound, in case of an odd awaitable
@@ -51,13 +54,27 @@ def _await_chain(coro: object) -> list[FrameType]:
             (f for a in ("cr_frame", "gi_frame", "ag_frame") if (f := getattr(coro, a, None))),
             None,
         )
-        if frame is not None:
-            frames.append(frame)
+        if frame is None:
+            coro = _held_coroutine(coro)
+            continue
+        frames.append(frame)
         coro = next(
             (c for a in ("cr_await", "gi_yieldfrom", "ag_await") if (c := getattr(coro, a, None))),
             None,
         )
     return frames
+
+
+def _held_coroutine(wrapper: object) -> object | None:
+    """The coroutine or generator a wrapper object refers to (None when there is none)."""
+    return next(
+        (
+            r
+            for r in gc.get_referents(wrapper)
+            if inspect.iscoroutine(r) or inspect.isgenerator(r) or inspect.isasyncgen(r)
+        ),
+        None,
+    )
 
 
 def event_loops() -> list[asyncio.AbstractEventLoop]:

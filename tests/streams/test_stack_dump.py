@@ -36,6 +36,34 @@ async def test_dump_names_waiting_tasks_and_hides_locals() -> None:
     assert "+15551234567" not in dump
 
 
+class _Actor:
+    """Awaitable like Faust's agent actor: ``__await__`` hands over its coroutine's."""
+
+    def __init__(self, event: asyncio.Event) -> None:
+        self.it = _inner_wait(event)
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        return self.it.__await__()
+
+
+async def _runs_actor(actor: _Actor) -> None:
+    await actor
+
+
+async def test_dump_looks_through_an_awaitable_object_to_its_coroutine() -> None:
+    event = asyncio.Event()
+    task = asyncio.create_task(_runs_actor(_Actor(event)), name="actor")
+    await asyncio.sleep(0)
+    try:
+        dump = format_stacks(asyncio.get_running_loop())
+    finally:
+        event.set()
+        await task
+    task_lines = dump.split("task actor")[1].split("task ")[0].splitlines()
+    assert any("in _runs_actor" in line for line in task_lines)
+    assert any("in _inner_wait" in line for line in task_lines), task_lines
+
+
 def test_dump_without_a_loop_has_threads_only() -> None:
     dump = format_stacks()
     assert "thread MainThread:" in dump
