@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from streams.stack_dump import format_stacks
 
@@ -17,15 +18,20 @@ async def _inner_wait(event: asyncio.Event) -> None:
     await event.wait()
 
 
-async def test_dump_names_waiting_tasks_and_hides_locals() -> None:
+async def _dump_while_parked(park: Callable[[asyncio.Event], Awaitable[None]], name: str) -> str:
+    """The dump taken while a task named ``name`` runs ``park(event)`` and waits on the event."""
     event = asyncio.Event()
-    task = asyncio.create_task(_parked_with_secret(event), name="parked")
+    task = asyncio.create_task(park(event), name=name)
     await asyncio.sleep(0)
     try:
-        dump = format_stacks(asyncio.get_running_loop())
+        return format_stacks(asyncio.get_running_loop())
     finally:
         event.set()
         await task
+
+
+async def test_dump_names_waiting_tasks_and_hides_locals() -> None:
+    dump = await _dump_while_parked(_parked_with_secret, "parked")
     assert "task parked (_parked_with_secret):" in dump
     assert "in _parked_with_secret" in dump
     # The awaited chain, innermost last: the task waits in _inner_wait, in Event.wait.
@@ -46,19 +52,12 @@ class _Actor:
         return self.it.__await__()
 
 
-async def _runs_actor(actor: _Actor) -> None:
-    await actor
+async def _runs_actor(event: asyncio.Event) -> None:
+    await _Actor(event)
 
 
 async def test_dump_looks_through_an_awaitable_object_to_its_coroutine() -> None:
-    event = asyncio.Event()
-    task = asyncio.create_task(_runs_actor(_Actor(event)), name="actor")
-    await asyncio.sleep(0)
-    try:
-        dump = format_stacks(asyncio.get_running_loop())
-    finally:
-        event.set()
-        await task
+    dump = await _dump_while_parked(_runs_actor, "actor")
     task_lines = dump.split("task actor")[1].split("task ")[0].splitlines()
     assert any("in _runs_actor" in line for line in task_lines)
     assert any("in _inner_wait" in line for line in task_lines), task_lines
