@@ -196,7 +196,8 @@ def _all_watermarks(
             return None
         return {(a.topic, a.partition): a.offset for a in answers}
 
-    starts, ends = ask(OFFSET_BEGINNING), ask(OFFSET_END)
+    starts = ask(OFFSET_BEGINNING)
+    ends = ask(OFFSET_END) if starts is not None else None  # no second batch after a failure
     if starts is None or ends is None or len(starts) != len(parts) or len(ends) != len(parts):
         return {(tp.topic, tp.partition): _watermarks(consumer, tp, timeout_s) for tp in parts}
     return {key: (starts[key], ends[key]) for key in starts}
