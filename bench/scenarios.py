@@ -39,6 +39,7 @@ from bench.pipeline import (
     WARMUP_LEADS,
     BenchError,
     BenchServices,
+    Running,
     bench_campaign,
     leadflow_processes,
     remove_campaigns,
@@ -241,6 +242,57 @@ def _vacuum_queue(dsn: str) -> None:
         conn.execute("VACUUM (ANALYZE) pending_touches")
 
 
+async def _release_stream(
+    services: BenchServices,
+    running: Running,
+    now: datetime,
+    codec: AvroCodec,
+    campaign_id: str,
+    due_stream: int,
+    stream_s: float,
+) -> list[tuple[Any, ...]]:
+    """Queue ``due_stream`` touches coming due over ``stream_s`` s; (due, emitted) epochs of each.
+
+    Waits until every one was released (BenchError when that takes too long).
+    """
+    # the stream coming due: evenly over stream_s, starting 5 s from now
+    start = now + timedelta(seconds=5)
+    step = stream_s / due_stream
+    stream_rows = []
+    for k in range(due_stream):
+        due = start + timedelta(seconds=k * step)
+        lead = f"due-{k:06d}"
+        stream_rows.append(
+            (
+                campaign_id,
+                lead,
+                1,
+                k % 8,
+                "sms",
+                2500,
+                due,
+                _touch_payload(codec, campaign_id, lead, due),
+            )
+        )
+    await asyncio.to_thread(_copy_touches, services.dsn, stream_rows)
+    deadline = time.monotonic() + stream_s + 120
+    rows: list[tuple[Any, ...]] = []
+    while time.monotonic() < deadline:
+        running.run.check_alive()
+        with psycopg.connect(services.dsn) as conn:
+            rows = conn.execute(
+                "SELECT extract(epoch FROM due_at), extract(epoch FROM emitted_at) "
+                "FROM pending_touches WHERE campaign_id = %s AND lead_id LIKE 'due-%%'",
+                (campaign_id,),
+            ).fetchall()
+        if rows and all(r[1] is not None for r in rows):
+            break
+        await asyncio.sleep(2)
+    else:
+        raise BenchError("the stream of due touches was not all released in time")
+    return rows
+
+
 async def scheduler(
     services: BenchServices,
     pending: int = 1_000_000,
@@ -284,41 +336,9 @@ async def scheduler(
             await asyncio.sleep(idle_s)
             sampler.stop()
             idle_cpu = {k: sampler.cpu(k) for k in ("worker", "postgres")}
-            # the stream coming due: evenly over stream_s, starting 5 s from now
-            start = clock.now() + timedelta(seconds=5)
-            step = stream_s / due_stream
-            stream_rows = []
-            for k in range(due_stream):
-                due = start + timedelta(seconds=k * step)
-                lead = f"due-{k:06d}"
-                stream_rows.append(
-                    (
-                        campaign.id,
-                        lead,
-                        1,
-                        k % 8,
-                        "sms",
-                        2500,
-                        due,
-                        _touch_payload(codec, campaign.id, lead, due),
-                    )
-                )
-            await asyncio.to_thread(_copy_touches, services.dsn, stream_rows)
-            deadline = time.monotonic() + stream_s + 120
-            rows: list[tuple[Any, ...]] = []
-            while time.monotonic() < deadline:
-                running.run.check_alive()
-                with psycopg.connect(services.dsn) as conn:
-                    rows = conn.execute(
-                        "SELECT extract(epoch FROM due_at), extract(epoch FROM emitted_at) "
-                        "FROM pending_touches WHERE campaign_id = %s AND lead_id LIKE 'due-%%'",
-                        (campaign.id,),
-                    ).fetchall()
-                if rows and all(r[1] is not None for r in rows):
-                    break
-                await asyncio.sleep(2)
-            else:
-                raise BenchError("the stream of due touches was not all released in time")
+            rows = await _release_stream(
+                services, running, clock.now(), codec, campaign.id, due_stream, stream_s
+            )
     finally:  # the next repetition starts from the same queue
         for removed in await asyncio.to_thread(remove_campaigns, services.dsn, [campaign.id]):
             services.campaign_ids.remove(removed)
