@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +26,7 @@ import yaml
 
 from sinks.campaigns import CampaignStore
 from streams.admin import ensure_topics
-from streams.campaign import Campaign, load_campaign
+from streams.campaign import Campaign
 from streams.ingest import ingest_file
 from streams.lag import group_lag, group_member_count, worker_group
 from streams.leadgen import LeadMix, write_csv
@@ -39,7 +39,7 @@ from streams.replay import (
     read_rollback,
     reset_group,
 )
-from streams.settings import REPO_ROOT, Settings
+from streams.settings import Settings
 
 pytestmark = pytest.mark.slow
 RATES = {f"LEADFLOW_{c}_RATE": "0" for c in ("SMS", "VOICE", "EMAIL", "ENRICH")}
@@ -47,17 +47,10 @@ TOPICS = ("scored", "touch-due", "sent")
 LEADS = 40
 
 
-def _short_campaign() -> Campaign:
-    """The example's four touches an hour apart (about a second of wall time), unthrottled."""
-    example = load_campaign(REPO_ROOT / "examples" / "campaign.yaml")
-    sequence = tuple(
-        replace(t, delay=timedelta(0) if t.index == 1 else timedelta(hours=1))
-        for t in example.sequence
-    )
-    channels = {name: replace(c, rate=None) for name, c in example.channels.items()}
-    return replace(
-        example, id=f"replay-{uuid.uuid4().hex[:8]}", sequence=sequence, channels=channels
-    )
+def _unthrottled(campaign: Campaign) -> Campaign:
+    """``campaign`` with no rate on any channel."""
+    channels = {name: replace(c, rate=None) for name, c in campaign.channels.items()}
+    return replace(campaign, channels=channels)
 
 
 def _quiet_sim(path: Path) -> Path:
@@ -149,12 +142,15 @@ def _sends(messages: list[dict[str, Any]]) -> Counter[tuple[str, int]]:
 
 
 async def test_replays_of_a_finished_campaign_send_nothing_again(
-    isolated_db: tuple[Settings, dict[str, str], str], tmp_path: Path
+    isolated_db: tuple[Settings, dict[str, str], str],
+    tmp_path: Path,
+    example_campaign: Callable[..., Campaign],
 ) -> None:
     # A database of its own: the worker releases the due touches of every active
     # campaign in its database, and earlier tests leave some in the shared one.
     settings, env, dsn = isolated_db
-    campaign = _short_campaign()
+    # the example's four touches an hour apart (about a second of wall time)
+    campaign = _unthrottled(example_campaign("replay", gap=timedelta(hours=1)))
     CampaignStore(dsn).create(campaign)
     ensure_topics(settings)  # with the state changelog, before the worker's first start
     # Worker log at info: rebalances and table recoveries are in it, for _explain.
