@@ -107,6 +107,23 @@ async def test_pending_touches_fall_into_campaign_clock_buckets(dsn: str) -> Non
     assert {due for (ch, due) in counts if ch == "sms"} == set(metrics.PENDING_TOUCH_BUCKETS)
 
 
+def _queue_touch(
+    conn: psycopg.Connection[tuple[object, ...]],
+    campaign_id: str,
+    channel: str,
+    touch: int,
+    due_in: str,
+) -> None:
+    """Queue touch ``touch`` of 'lead-1', due ``due_in`` (an interval) from campaign-clock now."""
+    conn.execute(
+        "INSERT INTO pending_touches (campaign_id, lead_id, touch, kafka_partition, channel, "
+        "priority, due_at, payload) SELECT %s, 'lead-1', %s, 0, %s, 1, "
+        "coalesce((SELECT campaign_anchor + (clock_timestamp() - wall_anchor) * scale "
+        "FROM clock_anchor WHERE id = 1), clock_timestamp()) + %s::interval, '\\x00'",
+        (campaign_id, touch, channel, due_in),
+    )
+
+
 async def test_pending_touches_later_is_every_unreleased_touch_beyond_a_day(dsn: str) -> None:
     # The query counts all unreleased touches per channel and only those due
     # within a day by bucket; "later" is the difference, never a near touch.
@@ -114,13 +131,7 @@ async def test_pending_touches_later_is_every_unreleased_touch_beyond_a_day(dsn:
     with psycopg.connect(dsn) as conn:
         campaign_id = _campaign(conn)
         for touch, offset in enumerate(["-1 day", "2 hours", "3 days", "40 days", "400 days"]):
-            conn.execute(
-                "INSERT INTO pending_touches (campaign_id, lead_id, touch, kafka_partition, "
-                "channel, priority, due_at, payload) SELECT %s, 'lead-1', %s, 0, %s, 1, "
-                "coalesce((SELECT campaign_anchor + (clock_timestamp() - wall_anchor) * scale "
-                "FROM clock_anchor WHERE id = 1), clock_timestamp()) + %s::interval, '\\x00'",
-                (campaign_id, touch, channel, offset),
-            )
+            _queue_touch(conn, campaign_id, channel, touch, offset)
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
         counts = await pending_touch_counts(conn)
     mine = {due: n for (ch, due), n in counts.items() if ch == channel}
@@ -152,14 +163,7 @@ async def test_pending_touch_buckets_follow_the_shared_campaign_clock(dsn: str) 
         scale = float(str(anchor[0])) if anchor else 1.0
         if scale > 60:  # 30 campaign minutes would pass before the query; nothing to test
             pytest.skip(f"clock anchor runs at scale {scale:g}")
-        conn.execute(
-            "INSERT INTO pending_touches (campaign_id, lead_id, touch, kafka_partition, channel, "
-            "priority, due_at, payload) "
-            "SELECT %s, 'lead-1', 1, 0, %s, 1, "
-            "coalesce((SELECT campaign_anchor + (clock_timestamp() - wall_anchor) * scale "
-            "FROM clock_anchor WHERE id = 1), clock_timestamp()) + interval '30 minutes', '\\x00'",
-            (campaign_id, channel),
-        )
+        _queue_touch(conn, campaign_id, channel, 1, "30 minutes")
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
         counts = await pending_touch_counts(conn)
     assert counts[(channel, "next_1h")] == 1
