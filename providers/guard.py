@@ -9,7 +9,9 @@ in order:
    else, so no rate slot is spent on a dead provider;
 2. **rate limiter** — wait (``await``, no CPU) for this account's next
    evenly spaced slot; the daily cap or a wait longer than ``max_wait``
-   raises a :class:`~providers.errors.BackpressureError`;
+   raises a :class:`~providers.errors.BackpressureError`. The slot is
+   reported finished when the attempt ends, so the call N later starts at
+   least one window after this one's answer (the limiter's module docstring);
 3. **breaker permit** — in half-open state only the probe gets through;
 4. **timeout** — the adapter gets the per-attempt timeout (default 5 s) and
    enforces it on the wire, where it can tell "not sent" from "sent, no
@@ -56,7 +58,7 @@ from providers.errors import (
     RetryableProviderError,
     ThrottledError,
 )
-from providers.ratelimit import Clock, RateLimiter, Sleep
+from providers.ratelimit import Clock, Grant, RateLimiter, Sleep
 from providers.retry import RetryPolicy
 from streams import metrics
 
@@ -147,16 +149,7 @@ class Guard:
         while True:
             attempt += 1
             breaker = self.breaker
-            try:
-                if breaker is not None:
-                    breaker.check()
-                if self.limiter is not None:
-                    await self.limiter.acquire(max_wait=self.max_wait)
-                if breaker is not None:
-                    breaker.before_call()
-            except BackpressureError as exc:
-                metrics.provider_backpressure(self.provider, exc.reason)
-                raise
+            grant = await self._admit()
             started = self._clock()
             try:
                 result = await self._attempt(operation, Attempt(attempt, self.timeout), side_effect)
@@ -170,6 +163,9 @@ class Guard:
                 self._record(started, None)
                 self.ledger.charge(self.provider, charge(result))
                 return result
+            finally:
+                if grant is not None:
+                    grant.finish()  # the call N later may go one window from now
 
             self._record(started, error)
             if isinstance(error, AmbiguousOutcomeError):
@@ -195,6 +191,25 @@ class Guard:
             if not self.retry.should_retry(error, attempt):
                 raise GiveUpError(self.provider, attempt, error) from error
             await self._sleep(self.retry.delay(error, attempt))
+
+    async def _admit(self) -> Grant | None:
+        """Steps 1-3: breaker check, rate slot, breaker permit; the slot to finish, if any."""
+        breaker = self.breaker
+        grant = None
+        try:
+            if breaker is not None:
+                breaker.check()
+            if self.limiter is not None:
+                grant = await self.limiter.reserve(max_wait=self.max_wait)
+            if breaker is not None:
+                breaker.before_call()
+        except BaseException as exc:
+            if grant is not None:
+                grant.finish()
+            if isinstance(exc, BackpressureError):
+                metrics.provider_backpressure(self.provider, exc.reason)
+            raise
+        return grant
 
     async def _attempt(
         self,

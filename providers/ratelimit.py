@@ -6,17 +6,25 @@ time), and each grant moves ``tat`` on by ``interval = window / N``. So
 ``100/60`` lets one call through every 0.6 s — never 100 at once, then
 nothing for a minute. Concurrent callers reserve consecutive slots in call
 order and each sleeps (``await sleep``) until its own slot, so a throttled
-call costs no CPU and other tasks keep running. A second check, a log of the
-last N grant times, guarantees that no window of ``window`` seconds ever
-holds more than N grants even if the event loop wakes a sleeper late.
+call costs no CPU and other tasks keep running.
 
-**Headroom.** The provider counts requests when they *arrive*, a few
-milliseconds after we let them go, and transit times differ (the first
-request on a new connection is slower). ``headroom`` stretches the enforced
-window by a fraction (the factory uses ``LEADFLOW_PROVIDER_RATE_HEADROOM``,
-default 1 %: ``100/60`` is enforced as 100 per 60.6 s), so that jitter cannot
-push the provider's own count over its limit. With ``headroom=0`` the bound
-holds exactly on our side.
+**Never above the limit in any window.** A second check, a log of the last N
+calls, holds call *k + N* back until ``window`` seconds after call *k*
+*finished*. The provider counts a call somewhere between the moment we let it
+go and the moment its answer is back, so two calls N apart always reach it at
+least a window apart, whatever the event loop's wake-up delays or the network's
+jitter: no window of the provider's ever holds more than N. Callers that run
+the call themselves take a :class:`Grant` with :meth:`RateLimiter.reserve` and
+call :meth:`Grant.finish` when the answer (or the error) is back; the provider
+guard does. :meth:`RateLimiter.acquire` counts the call as finished when it is
+granted.
+
+**Headroom.** ``headroom`` stretches the spacing window by a fraction (the
+factory uses ``LEADFLOW_PROVIDER_RATE_HEADROOM``, default 1 %: ``100/60`` is
+enforced as 100 per 60.6 s). With it the even spacing leaves room for a call's
+own duration (up to 0.6 s at 100/60), so the finished-call check above does
+not have to hold calls back in steady state; without it every call waits for
+the one N before it to finish, and the rate drops by one call time per window.
 
 **Daily cap.** At most ``daily_cap`` grants per calendar day in
 ``reset_tz`` (default ``America/Los_Angeles``: T-Mobile resets 10DLC caps at
@@ -51,6 +59,7 @@ reports its remaining quota per window and per day at each scrape.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 import time
@@ -66,6 +75,7 @@ from streams import metrics
 __all__ = [
     "DEFAULT_RESET_TZ",
     "Clock",
+    "Grant",
     "LimiterStats",
     "Rate",
     "RateLimiter",
@@ -79,6 +89,8 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 #: Aware wall-clock time (for the daily reset).
 WallClock = Callable[[], datetime]
+
+_log = logging.getLogger(__name__)
 
 #: Seconds below which a computed wait is float noise.
 _EPSILON = 1e-9
@@ -138,6 +150,40 @@ class Rate:
 
     def __str__(self) -> str:
         return f"{self.count}/{self.per:g}s"
+
+
+class Grant:
+    """One call let through by a :class:`RateLimiter`, until the caller reports it done.
+
+    ``start`` is when the limiter let it go; ``end`` stays None until
+    :meth:`finish`. While a grant is unfinished, the call N after it waits.
+    """
+
+    __slots__ = ("_clock", "_done", "end", "start", "waited")
+
+    def __init__(self, start: float, waited: float, clock: Clock) -> None:
+        self.start = start
+        self.waited = waited
+        self.end: float | None = None
+        self._clock = clock
+        self._done: asyncio.Event | None = None
+
+    def finish(self) -> None:
+        """The call is over (answered, failed or abandoned); idempotent."""
+        if self.end is None:
+            self.end = max(self.start, self._clock())
+            if self._done is not None:
+                self._done.set()
+
+    async def wait_finished(self) -> None:
+        """Return once :meth:`finish` has been called."""
+        if self.end is None:
+            if self._done is None:
+                self._done = asyncio.Event()
+            await self._done.wait()
+
+    def __repr__(self) -> str:
+        return f"Grant(start={self.start:.3f}, end={self.end})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +264,7 @@ class RateLimiter:
         self._interval = 0.0
         self._hard_count = 0
         self._hard_window = 0.0
-        self._log: deque[float] = deque()
+        self._calls: deque[Grant] = deque()
         self._granted = 0
         self._waited = 0.0
         self._day: date | None = None
@@ -269,8 +315,7 @@ class RateLimiter:
             # Less than one call per window: one call per stretched window.
             self._interval = self._window / calls
             self._hard_count, self._hard_window = 1, self._interval
-        log = self._log
-        self._log = deque(log, maxlen=self._hard_count)
+        self._calls = deque(self._calls, maxlen=self._hard_count)
 
     @property
     def interval(self) -> float:
@@ -302,6 +347,17 @@ class RateLimiter:
     async def acquire(self, *, max_wait: float | None = None) -> float:
         """Wait for this caller's slot; return the seconds waited.
 
+        The call counts as finished when it is granted; a caller that runs the
+        call itself should use :meth:`reserve` and finish the grant when the
+        answer is back. Raises as :meth:`reserve` does.
+        """
+        grant = await self.reserve(max_wait=max_wait)
+        grant.end = grant.start
+        return grant.waited
+
+    async def reserve(self, *, max_wait: float | None = None) -> Grant:
+        """Wait for this caller's slot; return its :class:`Grant`, to :meth:`~Grant.finish`.
+
         Raises :class:`DailyCapReachedError` when today's cap is used up and
         :class:`ThrottledError` (reserving nothing) when the wait would exceed
         ``max_wait`` seconds.
@@ -311,7 +367,7 @@ class RateLimiter:
         self._check_day(now)
         if self.rate is None:
             self._grant(now)
-            return 0.0
+            return Grant(now, 0.0, self._clock)
         slot = max(self._tat, now)
         wait = slot - now
         if max_wait is not None and wait > max_wait:
@@ -327,29 +383,61 @@ class RateLimiter:
         try:
             if wait > 0:
                 await self._sleep(wait)
-            # Late wake-ups must not squeeze N+1 grants into one window.
-            while (extra := self._hard_wait(now := self._clock())) > 0:
-                await self._sleep(extra)
+            # Late wake-ups must not squeeze N+1 calls into one window, and the
+            # call N back must have finished a window ago.
+            while True:
+                head = self._unfinished_head()
+                if head is not None:
+                    await self._wait_finished(head)
+                elif (extra := self._hard_wait(now := self._clock())) > 0:
+                    await self._sleep(extra)
+                else:
+                    break
         except BaseException:
             self._day_used = max(0, self._day_used - 1)
             if self._tat == slot + self._interval:
                 self._tat = slot  # give the unused slot back
             raise
-        self._log.append(now)
-        self._granted += 1
         waited = max(0.0, now - start)
+        grant = Grant(now, waited, self._clock)
+        self._calls.append(grant)
+        self._granted += 1
         self._waited += waited
-        return waited
+        return grant
+
+    async def _wait_finished(self, head: Grant) -> None:
+        """Wait for the call N back; one never reported within a window counts as ending now."""
+        try:
+            async with asyncio.timeout(self._hard_window):
+                await head.wait_finished()
+        except TimeoutError:
+            # A caller that never finishes its grant must not stall the account.
+            _log.warning(
+                "rate limiter %s: a call granted %.1fs ago was never reported finished; "
+                "counting it as ending now",
+                self.name,
+                self._clock() - head.start,
+            )
+            head.finish()
+
+    def _unfinished_head(self) -> Grant | None:
+        """The call N back, if N calls are logged and that call is still running."""
+        calls = self._calls
+        if self._hard_count and len(calls) >= self._hard_count and calls[0].end is None:
+            return calls[0]
+        return None
 
     def _hard_wait(self, now: float) -> float:
-        log = self._log
+        calls = self._calls
         wait = 0.0
-        if self._hard_count and len(log) >= self._hard_count:
-            wait = log[0] + self._hard_window - now
-        if log and self._interval:
+        if self._hard_count and len(calls) >= self._hard_count:
+            # A call still running counts as ending now (delay() asks without waiting).
+            end = calls[0].end
+            wait = (now if end is None else end) + self._hard_window - now
+        if calls and self._interval:
             # Spread evenly even after a stall: callers whose slots passed while
             # the loop was busy must not all fire at once when it frees up.
-            wait = max(wait, log[-1] + self._interval * _MIN_SPACING - now)
+            wait = max(wait, calls[-1].start + self._interval * _MIN_SPACING - now)
         # Float drift of summed intervals is not a real excess.
         return wait if wait > _EPSILON else 0.0
 
@@ -397,7 +485,7 @@ class RateLimiter:
             per_window = self._window / self._interval if self._interval else 0.0
             window_limit = self._hard_count
             since = self._clock() - self._hard_window
-            window_used = sum(1 for t in self._log if t > since)
+            window_used = sum(1 for g in self._calls if g.start > since)
         return LimiterStats(
             name=self.name,
             share=share,

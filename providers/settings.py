@@ -238,8 +238,9 @@ class ProviderSettings:
     rate_headroom: float = setting(
         0.01,
         "LEADFLOW_PROVIDER_RATE_HEADROOM",
-        "Fraction added to every rate window so network jitter never trips the provider's "
-        "own limit (0.01: 100/60 is enforced as 100 per 60.6 s).",
+        "Fraction added to every rate window's even spacing (0.01: 100/60 is spaced as 100 "
+        "per 60.6 s), room for each call's own duration. The provider's limit holds at 0 "
+        "too, but then each call waits for the answer to the call N before it.",
     )
     breaker_window: int = setting(
         20, "LEADFLOW_BREAKER_WINDOW", "Circuit breaker: outcomes in the sliding window."

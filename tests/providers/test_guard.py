@@ -25,7 +25,7 @@ from providers.errors import (
     ThrottledError,
 )
 from providers.guard import Attempt, Guard
-from providers.ratelimit import Rate, RateLimiter
+from providers.ratelimit import Grant, Rate, RateLimiter
 from providers.retry import RetryPolicy
 
 Op = Callable[[Attempt], Awaitable[str]]
@@ -241,6 +241,62 @@ async def test_cancelled_probe_releases_the_half_open_permit(clock: FakeClock) -
         await task
     breaker.before_call()  # the permit is free again
     assert breaker.state is BreakerState.HALF_OPEN
+
+
+def recording_limiter(clock: FakeClock) -> tuple[RateLimiter, list[Grant]]:
+    """A 1-per-second limiter that keeps every grant it hands out."""
+    limiter = RateLimiter("p", Rate(1, 1.0), clock=clock, sleep=clock.sleep)
+    grants: list[Grant] = []
+    reserve = limiter.reserve
+
+    async def recording_reserve(**kwargs: float | None) -> Grant:
+        grant = await reserve(**kwargs)
+        grants.append(grant)
+        return grant
+
+    limiter.reserve = recording_reserve  # type: ignore[method-assign]
+    return limiter, grants
+
+
+async def test_every_attempt_reports_its_rate_slot_finished_when_it_ends(
+    clock: FakeClock,
+) -> None:
+    limiter, grants = recording_limiter(clock)
+    guard = make_guard(clock, limiter=limiter)
+
+    async def answer_after(attempt: Attempt) -> str:
+        await clock.sleep(0.25)  # the provider takes a quarter second
+        if attempt.number == 1:
+            raise ServerError("p", "503", status=503)
+        return "ok"
+
+    assert await guard.call(answer_after, charge=charge_one, side_effect=True) == "ok"
+    with pytest.raises(InvalidRecipientError):
+        await guard.call(
+            scripted(InvalidRecipientError("p", "bad"))[0], charge=charge_one, side_effect=True
+        )
+    assert len(grants) == 3  # two attempts of the first call, one of the second
+    assert [g.end is not None for g in grants] == [True, True, True]
+    assert grants[0].end == pytest.approx(grants[0].start + 0.25)  # when the 503 came back
+
+
+async def test_a_slot_refused_by_the_breaker_is_finished_at_once(clock: FakeClock) -> None:
+    breaker = CircuitBreaker("p", BreakerConfig(window=1, min_calls=1), clock=clock)
+    breaker.before_call()
+    breaker.record_failure()
+    clock.advance(30.0)  # half-open: one probe may go
+    limiter, grants = recording_limiter(clock)
+    await limiter.acquire()  # the next slot is a second away
+    guard = make_guard(clock, breaker=breaker, limiter=limiter)
+    op, seen = scripted("never")
+    task = asyncio.create_task(guard.call(op, charge=charge_one, side_effect=True))
+    await asyncio.sleep(0)  # the guard passed the breaker check and waits for its slot ...
+    breaker.before_call()  # ... while another call takes the probe
+    with pytest.raises(CircuitOpenError):
+        await task
+    assert seen == []
+    assert len(grants) == 2
+    assert grants[1].end == grants[1].start  # the next call need not wait for it
 
 
 async def test_observer_hears_each_attempt(clock: FakeClock) -> None:

@@ -95,6 +95,82 @@ async def test_late_wakeups_cannot_squeeze_an_extra_call_into_a_window() -> None
     assert max_in_window(grants, 1.0) <= 5
 
 
+async def test_a_running_call_holds_the_call_n_after_it_until_a_window_past_its_end(
+    clock: FakeClock,
+) -> None:
+    limiter = RateLimiter("sms", Rate(2, 1.0), clock=clock, sleep=clock.sleep)
+    first = await limiter.reserve()  # t=1000.0, still running
+    second = await limiter.reserve()  # t=1000.5
+    second.finish()
+    third = asyncio.create_task(limiter.reserve())  # its even slot is t=1001.0
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert clock.now == pytest.approx(1001.0)  # the third's even slot came ...
+    assert not third.done()  # ... but the call two back has not answered yet
+    clock.advance(0.7)  # it answers at t=1001.7 ...
+    first.finish()
+    grant = await third
+    # ... so the provider, counting it anywhere up to then, sees the third no sooner
+    # than a window later.
+    assert grant.start == pytest.approx(1002.7)
+    assert grant.waited == pytest.approx(2.2)  # it asked at t=1000.5
+    assert first.end == pytest.approx(1001.7)
+
+
+async def test_calls_n_apart_start_a_window_after_the_earlier_one_ended(
+    clock: FakeClock,
+) -> None:
+    limiter = RateLimiter("sms", Rate(10, 1.0), clock=clock, sleep=clock.sleep)
+    grants = []
+
+    async def call(duration: float) -> None:
+        grant = await limiter.reserve()
+        await clock.sleep(duration)
+        grant.finish()
+        grants.append(grant)
+
+    # Calls that take up to 0.3 s, all queued at once.
+    await asyncio.gather(*(call(0.05 * (i % 7)) for i in range(60)))
+    ordered = sorted(grants, key=lambda g: g.start)
+    for earlier, later in zip(ordered, ordered[10:], strict=False):
+        assert earlier.end is not None
+        assert later.start >= earlier.end + 1.0 - 1e-9
+    assert max_in_window([g.start for g in grants], 1.0) <= 10
+
+
+async def test_a_call_never_reported_finished_holds_the_account_one_window_at_most(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    limiter = RateLimiter("sms", Rate(1, 0.2))
+    leaked = await limiter.reserve()  # a caller that never calls finish()
+    started = time.monotonic()
+    await limiter.reserve()
+    # A window waiting for the answer, then a window past "now" as its end.
+    assert 0.35 <= time.monotonic() - started < 1.0
+    assert leaked.end is not None
+    assert "never reported finished" in caplog.text
+
+
+async def test_acquire_counts_the_call_finished_at_its_grant(clock: FakeClock) -> None:
+    limiter = RateLimiter("sms", Rate(2, 1.0), clock=clock, sleep=clock.sleep)
+    for _ in range(6):
+        await limiter.acquire()  # never waits for an answer it cannot be told about
+    assert clock.now == pytest.approx(1002.5)
+    assert limiter.stats().granted == 6
+
+
+async def test_finish_is_idempotent_and_never_before_the_start(clock: FakeClock) -> None:
+    limiter = RateLimiter("sms", Rate(2, 1.0), clock=clock, sleep=clock.sleep)
+    grant = await limiter.reserve()
+    grant.finish()
+    clock.advance(5)
+    grant.finish()
+    assert grant.end == grant.start == pytest.approx(1000.0)
+    unlimited = await RateLimiter("voice", None, clock=clock).reserve()
+    unlimited.finish()
+    assert unlimited.end == pytest.approx(1005.0)
+
+
 async def test_scaled_real_clock_100_per_0_6s() -> None:
     last = [0.0]
 
