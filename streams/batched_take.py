@@ -14,6 +14,12 @@ Like ``noack_take`` it turns the stream's acks off while it runs (the stage
 runner acks each event once its effects are durable), restores them when the
 generator is closed, and never yields more than ``max_`` events: the stream's
 processor waits for a full batch to be taken before adding to it.
+
+Each running generator is listed (:func:`takers_idle`), so a worker's stop
+can tell when no agent holds an event any more: Faust's stop suspends flow
+control and empties the streams' queues, so events it had fetched but not
+yet handed to an agent stay "unacked" with no one left to ack them
+(:mod:`streams.shutdown_drain` then stops waiting for them).
 """
 
 from __future__ import annotations
@@ -26,12 +32,45 @@ from typing import Any
 from mode.utils.aiter import aiter
 from mode.utils.futures import notify
 
-__all__ = ["TakeBatches", "take_batches"]
+__all__ = ["TakeBatches", "take_batches", "takers_idle", "takers_running"]
 
 log = logging.getLogger(__name__)
 
 #: ``take(stream, max_, within)``: an async generator of event batches.
 TakeBatches = Callable[[Any, int, float], AsyncGenerator[list[Any], None]]
+
+
+class _Taker:
+    """What one running :func:`take_batches` holds: buffer, an event being added, a batch out."""
+
+    __slots__ = ("adding", "buffer", "out", "stream")
+
+    def __init__(self, stream: Any, buffer: list[Any]) -> None:
+        self.stream = stream
+        self.buffer = buffer
+        self.adding = 0
+        self.out = False
+
+    def idle(self) -> bool:
+        """No event in the buffer, on its way in, in a batch being handled or in the queue."""
+        if self.buffer or self.adding or self.out:
+            return False
+        queue = getattr(getattr(self.stream, "channel", None), "queue", None)
+        return queue is None or queue.empty()
+
+
+#: The generators running now (one per agent actor).
+_takers: set[_Taker] = set()
+
+
+def takers_running() -> int:
+    """How many :func:`take_batches` generators are running."""
+    return len(_takers)
+
+
+def takers_idle() -> bool:
+    """True when no running :func:`take_batches` holds or is receiving an event."""
+    return all(taker.idle() for taker in _takers)
 
 
 async def take_batches(stream: Any, max_: int, within: float) -> AsyncGenerator[list[Any], None]:
@@ -46,9 +85,11 @@ async def take_batches(stream: Any, max_: int, within: float) -> AsyncGenerator[
     consumed = asyncio.Event()
     taking: asyncio.Future[None] | None = None
     acks_were = stream.enable_acks
+    taker = _Taker(stream, buffer)
 
     async def add_to_buffer(value: Any) -> Any:
         nonlocal taking
+        taker.adding += 1
         try:
             if taking is not None:  # a batch is being handled: wait until it is taken
                 try:
@@ -69,11 +110,14 @@ async def take_batches(stream: Any, max_: int, within: float) -> AsyncGenerator[
         except Exception as exc:  # as noack_take: a broken buffer crashes the stream
             log.exception("take_batches: adding to the batch failed: %r", exc)
             await stream.crash(exc)
+        finally:
+            taker.adding -= 1
         return value
 
     stream.enable_acks = False
     stream.add_processor(add_to_buffer)
     stream._enable_passive(aiter(stream.channel))
+    _takers.add(taker)
     try:
         while not stream.should_stop:
             if not buffer:
@@ -83,14 +127,17 @@ async def take_batches(stream: Any, max_: int, within: float) -> AsyncGenerator[
             if not buffer:
                 continue
             taking = stream.loop.create_future()
+            taker.out = True
             try:
                 yield list(buffer)
             finally:
+                taker.out = False
                 buffer.clear()
                 started.clear()
                 notify(taking)  # let the processor add to the next batch
                 full.clear()
                 consumed.set()
     finally:
+        _takers.discard(taker)
         stream.enable_acks = acks_were
         stream._processors.remove(add_to_buffer)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from streams.batched_take import take_batches
+from streams.batched_take import take_batches, takers_idle, takers_running
 
 
 class _Channel:
@@ -132,3 +132,28 @@ async def test_an_event_without_a_current_event_crashes_the_stream() -> None:
     pending.cancel()
     with pytest.raises(asyncio.CancelledError):
         await pending
+
+
+async def test_takers_are_idle_only_while_they_hold_no_event() -> None:
+    stream = StandInStream()
+    before = takers_running()
+    batches = take_batches(stream, 5, 0.01)
+    pending = asyncio.ensure_future(batches.__anext__())
+    await asyncio.sleep(0)
+    assert takers_running() == before + 1
+    assert takers_idle()  # waiting for its first event
+    await stream.feed("a")
+    assert not takers_idle()  # in the buffer
+    assert await asyncio.wait_for(pending, 1.0) == ["a"]
+    assert not takers_idle()  # the batch is out, being handled
+    following = asyncio.ensure_future(batches.__anext__())
+    await asyncio.sleep(0)
+    assert takers_idle()  # handled; waiting again
+    stream.channel.queue = asyncio.Queue()  # type: ignore[attr-defined]
+    stream.channel.queue.put_nowait("b")  # type: ignore[attr-defined]
+    assert not takers_idle()  # an event waits in the stream's queue
+    following.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await following
+    await batches.aclose()
+    assert takers_running() == before

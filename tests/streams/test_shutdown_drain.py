@@ -43,6 +43,7 @@ class _Consumer:
 
     async def _wait_for_ack(self, timeout: float) -> None:
         self.waits += 1
+        await asyncio.sleep(min(timeout, 0.01))
         if self.ack_after_waits is not None and self.waits >= self.ack_after_waits:
             for m in self._unacked_messages:
                 m.acked = True
@@ -79,6 +80,49 @@ async def test_nothing_unacked_commits_and_returns() -> None:
     consumer = _Consumer([])
     assert await wait_empty_until(consumer, time.monotonic() + 30) is True
     assert (consumer.commits, consumer.waits, consumer.final_commits) == (0, 0, 1)
+
+
+async def test_events_no_agent_holds_are_left_once_every_agent_is_idle(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    consumer = _Consumer([_Message(TP("p-sent", 2), 41)])  # fetched, never reached an agent
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="streams.shutdown_drain"):
+        drained = await wait_empty_until(consumer, started + 30, idle=lambda: True)
+    took = time.monotonic() - started
+    assert drained is False
+    assert shutdown_drain.IDLE_GRACE_S <= took < 3  # not the 30 s drain
+    [record] = caplog.records
+    assert record.levelno == logging.INFO
+    assert "never reached an agent" in record.getMessage()
+    assert "p-sent[2]@41" in record.getMessage()
+    assert consumer.final_commits == 1
+
+
+async def test_an_agent_still_holding_an_event_keeps_the_drain_waiting() -> None:
+    consumer = _Consumer([_Message(TP("p-sent", 2), 41)])
+    busy_until = time.monotonic() + 0.6
+    started = time.monotonic()
+    drained = await wait_empty_until(
+        consumer, started + 30, idle=lambda: time.monotonic() >= busy_until
+    )
+    assert drained is False
+    # The grace counts from when the agents went idle, not from the start.
+    assert time.monotonic() - started >= 0.6 + shutdown_drain.IDLE_GRACE_S
+
+
+def test_agents_are_idle_only_when_every_agent_takes_through_take_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = type("App", (), {"agents": {"enrich": 1, "send": 2}})()
+    monkeypatch.setattr(shutdown_drain, "takers_idle", lambda: True)
+    monkeypatch.setattr(shutdown_drain, "takers_running", lambda: 2)
+    assert shutdown_drain.agents_idle(app)
+    monkeypatch.setattr(shutdown_drain, "takers_running", lambda: 1)  # one agent unaccounted
+    assert not shutdown_drain.agents_idle(app)
+    monkeypatch.setattr(shutdown_drain, "takers_running", lambda: 2)
+    monkeypatch.setattr(shutdown_drain, "takers_idle", lambda: False)
+    assert not shutdown_drain.agents_idle(app)
 
 
 async def test_the_stop_sets_the_deadline_then_stops(monkeypatch: pytest.MonkeyPatch) -> None:
