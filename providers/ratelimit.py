@@ -307,14 +307,16 @@ class RateLimiter:
         if self.rate is None:
             return
         calls = self.rate.count * share
+        # Spacing uses the stretched window; the finished-call bound the provider's
+        # own, so the headroom is room for the calls' durations.
         if calls >= 1.0:
             whole = math.floor(calls)
             self._interval = self._window / whole
-            self._hard_count, self._hard_window = whole, self._window
+            self._hard_count, self._hard_window = whole, self.rate.per
         else:
-            # Less than one call per window: one call per stretched window.
+            # Less than one call per window: one call per (stretched) window / calls.
             self._interval = self._window / calls
-            self._hard_count, self._hard_window = 1, self._interval
+            self._hard_count, self._hard_window = 1, self.rate.per / calls
         self._calls = deque(self._calls, maxlen=self._hard_count)
 
     @property

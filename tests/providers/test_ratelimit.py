@@ -151,6 +151,21 @@ async def test_a_call_never_reported_finished_holds_the_account_one_window_at_mo
     assert "never reported finished" in caplog.text
 
 
+async def test_headroom_is_room_for_the_calls_durations(clock: FakeClock) -> None:
+    # 10/s stretched by 10 %: one call every 0.11 s. Calls taking 0.05 s fit in the
+    # stretch, so the finished-call bound (a window past the end) never holds one back.
+    limiter = RateLimiter("sms", Rate(10, 1.0), headroom=0.1, clock=clock, sleep=clock.sleep)
+    starts = []
+    for _ in range(35):
+        grant = await limiter.reserve()
+        starts.append(grant.start)
+        await clock.sleep(0.05)  # the provider answers
+        grant.finish()
+    gaps = [b - a for a, b in itertools.pairwise(sorted(starts))]
+    assert min(gaps) == pytest.approx(0.11)
+    assert max(gaps) == pytest.approx(0.11)
+
+
 async def test_acquire_counts_the_call_finished_at_its_grant(clock: FakeClock) -> None:
     limiter = RateLimiter("sms", Rate(2, 1.0), clock=clock, sleep=clock.sleep)
     for _ in range(6):
