@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -71,6 +72,40 @@ async def _sim_times(sim_url: str, campaign_id: str) -> list[float]:
         data = await resp.json()
     messages = data["messages"] if isinstance(data, dict) else data
     return sorted(float(m["accepted_at"]) for m in messages if int(m["touch"]) == 1)
+
+
+async def _wait_for_texts(
+    sim_url: str, count: int, *, alive: Callable[[], None], timeout_s: float, stall_s: float = 60.0
+) -> None:
+    """Wait until the simulator accepted ``count`` texts (the throttled campaign's touch 1)."""
+    deadline = time.monotonic() + timeout_s
+    last, last_change = -1, time.monotonic()
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(f"{sim_url}/_sim/stats") as resp:
+                stats = await resp.json()
+            texts = int(stats["messages"]["by_channel"].get("sms", 0))
+            if texts >= count:
+                return
+            now = time.monotonic()
+            if texts != last:
+                last, last_change = texts, now
+            elif now - last_change > stall_s:
+                raise BenchError(f"texts stuck at {texts} of {count} for {stall_s:g} s")
+            if now > deadline:
+                raise BenchError(f"only {texts} of {count} texts within {timeout_s:g} s")
+            alive()
+            await asyncio.sleep(1.0)
+
+
+def _per_window(times: list[float], window: float) -> list[int]:
+    """How many of ``times`` (sorted) fall in each consecutive window from the first."""
+    if not times:
+        return []
+    counts = [0] * (int((times[-1] - times[0]) / window) + 1)
+    for t in times:
+        counts[int((t - times[0]) / window)] += 1
+    return counts
 
 
 def _queued(dsn: str, campaign_id: str) -> int:
@@ -147,6 +182,14 @@ async def rate_limited(
             alive=running.run.check_alive,
             timeout_s=leads / SMS_LIMIT * window_wall * 3 + 600,
         )
+        # ``sent`` also holds repeats and the voice campaign's later touches, so its
+        # count can be reached before every text went out: wait for the texts too.
+        await _wait_for_texts(
+            running.run.sim_url,
+            leads,
+            alive=running.run.check_alive,
+            timeout_s=leads / SMS_LIMIT * window_wall * 3 + 600,
+        )
         sampler.stop()
         times = await _sim_times(running.run.sim_url, throttled.id)
         running.run.close()
@@ -166,6 +209,8 @@ async def rate_limited(
         "limit_by": limit_text,
         "sms_limit": f"{SMS_LIMIT}/{SMS_WINDOW_S:g}s campaign = {SMS_LIMIT}/{window_wall:g}s wall",
         "sms_sent": len(times),
+        "throttled_sent_status": dict(timelines["a"].sent_status),
+        "sms_per_window_series": _per_window(times, window_wall),
         "achieved_per_window": round(achieved * window_wall, 2),
         "limit_per_window": SMS_LIMIT,
         "achieved_ratio_to_limit": round(achieved / limit_per_s, 4),

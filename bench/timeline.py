@@ -74,6 +74,8 @@ class Timeline:
     at: dict[str, dict[str, int]] = field(default_factory=dict)
     #: mean value size in bytes per topic
     value_bytes: dict[str, float] = field(default_factory=dict)
+    #: first-touch ``sent`` records by status (accepted, failed, skipped, ...), repeats included
+    sent_status: dict[str, int] = field(default_factory=dict)
 
     def first_raw_ms(self) -> int:
         """Create time of the first raw record."""
@@ -107,6 +109,7 @@ class Timeline:
             "end_to_end": summary_ms(e2e),
             "worst_stage_p99_ms": max(worst) if worst else None,
             "value_bytes": {t: round(v, 1) for t, v in self.value_bytes.items()},
+            "sent_status": dict(self.sent_status),
         }
 
 
@@ -135,8 +138,13 @@ def read_timeline(
             group = next((n for n, p in prefixes.items() if lead.startswith(p)), None)
             if group is None:
                 continue
-            if codec is not None and int(codec.decode(value)["touch"]) != 1:
-                continue
+            if codec is not None:
+                fields = codec.decode(value)
+                if int(fields["touch"]) != 1:
+                    continue
+                if base == "sent":
+                    status = out[group].sent_status
+                    status[fields["status"]] = status.get(fields["status"], 0) + 1
             sizes[group][0] += len(value)
             sizes[group][1] += 1
             seen = first[group]
