@@ -48,7 +48,7 @@ from bench.pipeline import (
     wait_for_sent,
 )
 from bench.records import encode_leads, produce
-from bench.stats import max_in_window, ratio, slope, summary_ms
+from bench.stats import max_in_window, per_window, ratio, slope, summary_ms
 from bench.timeline import read_timeline
 from streams.clock import shared_clock
 from streams.codec import AvroCodec
@@ -96,16 +96,6 @@ async def _wait_for_texts(
                 raise BenchError(f"only {texts} of {count} texts within {timeout_s:g} s")
             alive()
             await asyncio.sleep(1.0)
-
-
-def _per_window(times: list[float], window: float) -> list[int]:
-    """How many of ``times`` (sorted) fall in each consecutive window from the first."""
-    if not times:
-        return []
-    counts = [0] * (int((times[-1] - times[0]) / window) + 1)
-    for t in times:
-        counts[int((t - times[0]) / window)] += 1
-    return counts
 
 
 def _queued(dsn: str, campaign_id: str) -> int:
@@ -210,7 +200,7 @@ async def rate_limited(
         "sms_limit": f"{SMS_LIMIT}/{SMS_WINDOW_S:g}s campaign = {SMS_LIMIT}/{window_wall:g}s wall",
         "sms_sent": len(times),
         "throttled_sent_status": dict(timelines["a"].sent_status),
-        "sms_per_window_series": _per_window(times, window_wall),
+        "sms_per_window_series": per_window(times, window_wall),
         "achieved_per_window": round(achieved * window_wall, 2),
         "limit_per_window": SMS_LIMIT,
         "achieved_ratio_to_limit": round(achieved / limit_per_s, 4),

@@ -12,6 +12,7 @@ __all__ = [
     "max_in_window",
     "median_of",
     "median_results",
+    "per_window",
     "percentile",
     "ratio",
     "slope",
@@ -72,6 +73,17 @@ def max_in_window(times: Sequence[float], window: float) -> int:
             lo += 1
         best = max(best, hi - lo + 1)
     return best
+
+
+def per_window(times: Sequence[float], window: float) -> list[int]:
+    """How many of ``times`` fall in each consecutive ``window`` from the first of them."""
+    if not times:
+        return []
+    first = min(times)
+    counts = [0] * (int((max(times) - first) / window) + 1)
+    for t in times:
+        counts[int((t - first) / window)] += 1
+    return counts
 
 
 def slope(points: Sequence[tuple[float, float]]) -> float | None:

@@ -9,6 +9,7 @@ from bench.stats import (
     max_in_window,
     median_of,
     median_results,
+    per_window,
     percentile,
     ratio,
     slope,
@@ -71,6 +72,12 @@ def test_max_in_window_of_an_evenly_spaced_stream() -> None:
     times = [float(i * 600) for i in range(350)]  # ms: 100 per 60 s, spread evenly
     assert max_in_window(times, 60_000.0) == 100
     assert max_in_window(times, 60_001.0) == 101
+
+
+def test_per_window_counts_each_consecutive_window_from_the_first_time() -> None:
+    times = [10.2, 10.0, 10.9, 11.0, 13.5]  # unsorted; [10, 11) [11, 12) [12, 13) [13, 14)
+    assert per_window(times, 1.0) == [3, 1, 0, 1]
+    assert per_window([], 1.0) == []
 
 
 def test_slope_of_a_line_and_of_flat_points() -> None:
