@@ -9,15 +9,16 @@ order and each sleeps (``await sleep``) until its own slot, so a throttled
 call costs no CPU and other tasks keep running.
 
 **Never above the limit in any window.** A second check, a log of the last N
-calls, holds call *k + N* back until ``window`` seconds after call *k*
-*finished*. The provider counts a call somewhere between the moment we let it
-go and the moment its answer is back, so two calls N apart always reach it at
-least a window apart, whatever the event loop's wake-up delays or the network's
-jitter: no window of the provider's ever holds more than N. Callers that run
-the call themselves take a :class:`Grant` with :meth:`RateLimiter.reserve` and
-call :meth:`Grant.finish` when the answer (or the error) is back; the provider
-guard does. :meth:`RateLimiter.acquire` counts the call as finished when it is
-granted.
+calls, holds call *k + N* back until the provider's window (``rate.per``,
+not stretched) has passed since call *k* *finished*. The provider counts a
+call somewhere between the moment we let it go and the moment its answer is
+back, so two calls N apart always reach it at least a window apart, whatever
+the event loop's wake-up delays or the network's jitter: no window of the
+provider's ever holds more than N. Callers that run the call themselves take
+a :class:`Grant` with :meth:`RateLimiter.reserve` and call
+:meth:`Grant.finish` when the answer (or the error) is back; the provider
+guard does. :meth:`RateLimiter.acquire` counts the call as finished when it
+is granted.
 
 **Headroom.** ``headroom`` stretches the spacing window by a fraction (the
 factory uses ``LEADFLOW_PROVIDER_RATE_HEADROOM``, default 1 %: ``100/60`` is
