@@ -219,6 +219,8 @@ async def rate_limited(
         "other_alone_leads_per_s": round(alone, 1),
         "other_beside_throttled_leads_per_s": round(with_other, 1),
         "other_throughput_ratio": ratio(round(with_other, 1), round(alone, 1)),
+        # Where the second campaign's leads waited, stage by stage (p50/p99 ms).
+        "other_beside_stages_ms": timelines["b"].metrics()["stages"],
         "cpu_s": {k: sampler.cpu(k) for k in ("worker", "sim", "broker", "postgres")},
     }
 
