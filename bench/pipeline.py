@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,8 @@ __all__ = [
     "bench_services",
     "run_baseline",
     "run_leadflow",
+    "wait_for_count",
+    "wait_for_sent",
 ]
 
 _log = logging.getLogger("leadflow.bench")
@@ -225,6 +227,44 @@ def remove_campaigns(dsn: str, campaign_ids: list[str]) -> list[str]:
 # --- waiting on the sent topic ------------------------------------------------------------
 
 
+def wait_for_count(
+    read: Callable[[], int],
+    expected: int,
+    *,
+    what: str,
+    alive: Any = None,
+    stall_s: float = 45.0,
+    timeout_s: float = 3600.0,
+    allow_missing: int = 0,
+    poll_s: float = 0.1,
+) -> int:
+    """Poll ``read()`` until it reaches ``expected``; returns the last count.
+
+    Raises :class:`BenchError` when the count does not move for ``stall_s``
+    seconds (unless at most ``allow_missing`` are missing: then the count is
+    returned), when ``timeout_s`` runs out, or when ``alive()`` (a check that
+    the processes still run) raises. ``what`` names the count in messages.
+    """
+    last, last_change = -1, time.monotonic()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        count = read()
+        if count >= expected:
+            return count
+        now = time.monotonic()
+        if count != last:
+            last, last_change = count, now
+        elif now - last_change > stall_s:
+            if expected - count <= allow_missing:
+                _log.warning("  %s: %d of %d records came; going on", what, count, expected)
+                return count
+            raise BenchError(f"{what}: stuck at {count} of {expected} records")
+        if alive is not None:
+            alive()
+        time.sleep(poll_s)
+    raise BenchError(f"{what}: {last} of {expected} records after {timeout_s:.0f} s")
+
+
 def wait_for_sent(
     settings: Settings,
     expected: int,
@@ -236,9 +276,7 @@ def wait_for_sent(
 ) -> int:
     """Wait until ``sent`` holds ``expected`` records; returns how many it holds.
 
-    Raises :class:`BenchError` when nothing new arrives for ``stall_s`` seconds
-    (unless at most ``allow_missing`` records are missing: then the count is
-    returned) or ``alive()`` (a check that the processes still run) raises.
+    Raises :class:`BenchError` as :func:`wait_for_count` does.
     """
     from confluent_kafka import Consumer
 
@@ -250,24 +288,15 @@ def wait_for_sent(
         }
     )
     try:
-        last, last_change = -1, time.monotonic()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            count = end_offsets(settings.bootstrap_servers, topic, consumer)
-            if count >= expected:
-                return count
-            now = time.monotonic()
-            if count != last:
-                last, last_change = count, now
-            elif now - last_change > stall_s:
-                if expected - count <= allow_missing:
-                    _log.warning("  %s: %d of %d records came; going on", topic, count, expected)
-                    return count
-                raise BenchError(f"{topic}: stuck at {count} of {expected} records")
-            if alive is not None:
-                alive()
-            time.sleep(0.1)
-        raise BenchError(f"{topic}: {last} of {expected} records after {timeout_s:.0f} s")
+        return wait_for_count(
+            lambda: end_offsets(settings.bootstrap_servers, topic, consumer),
+            expected,
+            what=topic,
+            alive=alive,
+            stall_s=stall_s,
+            timeout_s=timeout_s,
+            allow_missing=allow_missing,
+        )
     finally:
         consumer.close()
 
